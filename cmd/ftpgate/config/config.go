@@ -1,0 +1,292 @@
+// Package config loads and validates ftpgate's YAML configuration file.
+//
+// The file is decoded strictly: unknown keys, wrong types, durations without
+// a unit and extra YAML documents are errors that name the line and the key.
+// Defaults come from Default and, for each listener, from the Default*
+// constants; Validate then reports every remaining problem at once, each
+// prefixed with the path of the field it concerns, e.g.
+//
+//	listeners[0] (public): listen: invalid address "198.19.0.1": missing port
+//
+// Only this package knows YAML. The rest of ftpgate takes the plain values of
+// Config.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Listener modes (Listener.Mode).
+const (
+	// ModeReverse accepts control connections on Listen and relays each to
+	// the single server Upstream. It is the only mode supported so far.
+	ModeReverse = "reverse"
+	// ModeTransparent (planned, not supported yet) will serve connections
+	// redirected to the proxy by the firewall, relaying each to its original
+	// destination.
+	ModeTransparent = "transparent"
+	// ModeForward (planned, not supported yet) will let the client name the
+	// server, as in "USER user@host".
+	ModeForward = "forward"
+)
+
+// Data-connection paths (Data.Path).
+const (
+	// PathRelay copies data connections through the proxy's own sockets. It
+	// is the only path supported so far.
+	PathRelay = "relay"
+	// PathKernel (planned, not supported yet) will let the kernel forward
+	// data connections through NAT pinholes.
+	PathKernel = "kernel"
+)
+
+// Server modes (Data.ServerMode): how the proxy opens data connections
+// towards the server.
+const (
+	// ServerModeSame uses the mode the client chose: passive towards the
+	// server when the client sent PASV or EPSV, active when it sent PORT or
+	// EPRT.
+	ServerModeSame = "same"
+	// ServerModePassive always sends PASV or EPSV to the server.
+	ServerModePassive = "passive"
+	// ServerModeActive always sends PORT or EPRT to the server.
+	ServerModeActive = "active"
+)
+
+// Defaults applied by Default and, per listener, by Parse.
+const (
+	// DefaultMode is the default Listener.Mode.
+	DefaultMode = ModeReverse
+	// DefaultPath is the default Data.Path.
+	DefaultPath = PathRelay
+	// DefaultServerMode is the default Data.ServerMode.
+	DefaultServerMode = ServerModeSame
+	// DefaultClientPorts is the default Data.ClientPorts.
+	DefaultClientPorts = "40000-40999"
+	// DefaultServerPorts is the default Data.ServerPorts.
+	DefaultServerPorts = "50000-50999"
+
+	// DefaultMaxSessions is the default Limits.MaxSessions.
+	DefaultMaxSessions = 10000
+	// DefaultMaxSessionsPerClient is the default Limits.MaxSessionsPerClient.
+	DefaultMaxSessionsPerClient = 64
+	// DefaultIdleTimeout is the default Limits.IdleTimeout.
+	DefaultIdleTimeout = 15 * time.Minute
+	// DefaultDataTimeout is the default Limits.DataTimeout.
+	DefaultDataTimeout = 30 * time.Second
+	// DefaultMaxLineBytes is the default Limits.MaxLineBytes.
+	DefaultMaxLineBytes = 4096
+
+	// DefaultLogLevel is the default Log.Level.
+	DefaultLogLevel = "info"
+	// DefaultLogFormat is the default Log.Format.
+	DefaultLogFormat = "text"
+)
+
+// Bounds checked by Validate.
+const (
+	// MinDataPort is the lowest port allowed in Data.ClientPorts and
+	// Data.ServerPorts: data connections never use privileged ports.
+	MinDataPort = 1024
+	// MinLineBytes is the smallest allowed Limits.MaxLineBytes.
+	MinLineBytes = 512
+	// MaxLineBytes is the largest allowed Limits.MaxLineBytes.
+	MaxLineBytes = 1 << 20
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listeners are the control-channel listeners, at least one. Their names
+	// and listen addresses are unique.
+	Listeners []Listener `yaml:"listeners"`
+	// Limits bounds sessions, timeouts and line lengths, for all listeners.
+	Limits Limits `yaml:"limits"`
+	// Log sets the level and format of the daemon's log.
+	Log Log `yaml:"log"`
+}
+
+// Listener is one control-channel listener and where its sessions go.
+type Listener struct {
+	// Name labels the listener in logs and metrics. Required, unique, made
+	// of a-z, 0-9, "_" and "-".
+	Name string `yaml:"name"`
+	// Listen is the control-channel address to listen on, an IP and a port:
+	// "198.19.0.1:21" or "[2001:db8::1]:21" ("0.0.0.0:21" or "[::]:21" for
+	// all addresses). Required.
+	Listen string `yaml:"listen"`
+	// Mode is how the server of a session is chosen. Only "reverse" (the
+	// default) is supported so far; "transparent" and "forward" are planned.
+	Mode string `yaml:"mode"`
+	// Upstream is the server every session of a reverse listener connects
+	// to: host:port, where host is an IP address or a DNS name and port is
+	// 1..65535. Required in reverse mode.
+	Upstream string `yaml:"upstream"`
+	// Data configures the data connections of this listener's sessions.
+	Data Data `yaml:"data"`
+}
+
+// Data configures how a listener's data connections are set up.
+type Data struct {
+	// Path is how data connections are carried. Only "relay" (the default),
+	// through the proxy's own sockets, is supported so far; "kernel" is
+	// planned.
+	Path string `yaml:"path"`
+	// ServerMode is how the proxy opens data connections towards the
+	// server: "same" as the client chose (default), always "passive", or
+	// always "active".
+	ServerMode string `yaml:"server_mode"`
+	// ClientAddress is the IPv4 address written in 227 replies to clients.
+	// If empty, the address the client connected to is used. Set it when
+	// clients reach the proxy through NAT.
+	ClientAddress string `yaml:"client_address"`
+	// ClientPorts is the range of ports, "first-last", on which the proxy
+	// accepts data connections from clients (the ports written in 227 and
+	// 229 replies). Default "40000-40999"; ports below 1024 are refused.
+	ClientPorts string `yaml:"client_ports"`
+	// ServerAddress is the IP address written in PORT and EPRT commands to
+	// the server. If empty, the local address of the connection to the
+	// server is used.
+	ServerAddress string `yaml:"server_address"`
+	// ServerPorts is the range of ports, "first-last", on which the proxy
+	// accepts data connections from the server (the ports written in PORT
+	// and EPRT). Default "50000-50999"; ports below 1024 are refused.
+	ServerPorts string `yaml:"server_ports"`
+}
+
+// Limits bounds the resources sessions may use.
+type Limits struct {
+	// MaxSessions is the most control sessions open at once, over all
+	// listeners. Default 10000; at least 1.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerClient is the most sessions open at once from one client
+	// IP address. Default 64; at least 1 and at most MaxSessions.
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
+	// IdleTimeout closes a session whose control channel has been silent
+	// this long while no data connection is in use. Default 15m; must be
+	// positive. In YAML a duration needs a unit: "90s", "15m", "1h".
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// DataTimeout is how long an announced data connection may take to be
+	// opened, and how long an open one may stay silent. Default 30s; must be
+	// positive.
+	DataTimeout time.Duration `yaml:"data_timeout"`
+	// MaxLineBytes is the longest control-channel line accepted, in bytes,
+	// line ending included; a session sending a longer one is closed.
+	// Default 4096; 512..1048576.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+}
+
+// Log configures the daemon's log.
+type Log struct {
+	// Level is the lowest level logged: "debug", "info" (default), "warn"
+	// or "error". At "debug" every control line is logged.
+	Level string `yaml:"level"`
+	// Format is "text" (default) for key=value lines or "json" for one JSON
+	// object per line.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used for everything a file leaves out.
+// It has no listeners, so it does not pass Validate by itself.
+func Default() Config {
+	return Config{
+		Limits: Limits{
+			MaxSessions:          DefaultMaxSessions,
+			MaxSessionsPerClient: DefaultMaxSessionsPerClient,
+			IdleTimeout:          DefaultIdleTimeout,
+			DataTimeout:          DefaultDataTimeout,
+			MaxLineBytes:         DefaultMaxLineBytes,
+		},
+		Log: Log{
+			Level:  DefaultLogLevel,
+			Format: DefaultLogFormat,
+		},
+	}
+}
+
+// Load reads the configuration file at path and parses it with Parse. Its
+// errors start with the file's name.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok && len(j.Unwrap()) > 1 {
+			return nil, fmt.Errorf("%s: %d problems:\n%w", path, len(j.Unwrap()), err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a configuration file's contents over Default, strictly (see
+// the package documentation), fills in each listener's empty fields with
+// their defaults, and validates the result. When the file cannot be decoded,
+// the error lists every decoding problem, one per line; otherwise it is the
+// error of Validate.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	if err := decode(data, &cfg); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Listeners {
+		cfg.Listeners[i].applyDefaults()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// applyDefaults fills in the empty fields that have a default.
+func (l *Listener) applyDefaults() {
+	setDefault(&l.Mode, DefaultMode)
+	setDefault(&l.Data.Path, DefaultPath)
+	setDefault(&l.Data.ServerMode, DefaultServerMode)
+	setDefault(&l.Data.ClientPorts, DefaultClientPorts)
+	setDefault(&l.Data.ServerPorts, DefaultServerPorts)
+}
+
+func setDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
+// Summary describes c in one line for the start-up log, e.g.
+//
+//	1 listener: public 198.19.0.1:21 -> 198.18.1.2:21 (relay, server_mode same); limits max_sessions=10000 max_sessions_per_client=64 idle_timeout=15m0s data_timeout=30s max_line_bytes=4096; log level=info format=text
+func (c *Config) Summary() string {
+	var b strings.Builder
+	if len(c.Listeners) == 1 {
+		b.WriteString("1 listener: ")
+	} else {
+		fmt.Fprintf(&b, "%d listeners: ", len(c.Listeners))
+	}
+	for _, l := range c.Listeners {
+		fmt.Fprintf(&b, "%s %s -> %s (%s, server_mode %s); ",
+			l.Name, l.Listen, l.Upstream, l.Data.Path, l.Data.ServerMode)
+	}
+	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s max_line_bytes=%d; ",
+		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.MaxLineBytes)
+	fmt.Fprintf(&b, "log level=%s format=%s", c.Log.Level, c.Log.Format)
+	return b.String()
+}
+
+// listenerPath is the prefix of errors about the listener at index i:
+// "listeners[0] (public)", "listeners[0]" if it has no name, and the name
+// quoted if it is not a valid name.
+func listenerPath(i int, name string) string {
+	switch {
+	case name == "":
+		return fmt.Sprintf("listeners[%d]", i)
+	case validName(name):
+		return fmt.Sprintf("listeners[%d] (%s)", i, name)
+	default:
+		return fmt.Sprintf("listeners[%d] (%q)", i, name)
+	}
+}

@@ -1,0 +1,362 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadGood(t *testing.T) {
+	got, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := &Config{
+		Listeners: []Listener{
+			{
+				Name:     "public",
+				Listen:   "198.19.0.1:21",
+				Mode:     "reverse",
+				Upstream: "198.18.1.2:21",
+				Data: Data{
+					Path:          "relay",
+					ServerMode:    "same",
+					ClientAddress: "198.19.0.1",
+					ClientPorts:   "40000-40999",
+					ServerAddress: "198.18.1.1",
+					ServerPorts:   "51000-51999",
+				},
+			},
+			{
+				Name:     "passive_only",
+				Listen:   "198.19.0.1:2121",
+				Mode:     "reverse",
+				Upstream: "ftp.example.net:21",
+				Data: Data{
+					Path:        "relay",
+					ServerMode:  "passive",
+					ClientPorts: "41000-41999",
+					ServerPorts: "50000-50999",
+				},
+			},
+			{
+				Name:     "active-v6",
+				Listen:   "[2001:db8::1]:21",
+				Mode:     "reverse",
+				Upstream: "[2001:db8:1::2]:21",
+				Data: Data{
+					Path:          "relay",
+					ServerMode:    "active",
+					ClientPorts:   "42000-42999",
+					ServerAddress: "2001:db8:1::1",
+					ServerPorts:   "52000-52999",
+				},
+			},
+		},
+		Limits: Limits{
+			MaxSessions:          500,
+			MaxSessionsPerClient: 8,
+			IdleTimeout:          time.Hour,
+			DataTimeout:          45 * time.Second,
+			MaxLineBytes:         1024,
+		},
+		Log: Log{Level: "debug", Format: "json"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load(good.yaml):\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	want := Config{
+		Limits: Limits{
+			MaxSessions:          10000,
+			MaxSessionsPerClient: 64,
+			IdleTimeout:          15 * time.Minute,
+			DataTimeout:          30 * time.Second,
+			MaxLineBytes:         4096,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+	if got := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Default() = %+v, want %+v", got, want)
+	}
+}
+
+// TestParseDefaults checks that a minimal file gets every default, including
+// the limits and log sections it leaves out or leaves empty.
+func TestParseDefaults(t *testing.T) {
+	for name, text := range map[string]string{
+		"sections omitted": "listeners:\n  - name: a\n    listen: 198.19.0.1:21\n    upstream: ftp.example.net:21\n",
+		"sections empty":   "listeners:\n  - name: a\n    listen: 198.19.0.1:21\n    upstream: ftp.example.net:21\n    data:\nlimits:\nlog:\n",
+		"fields empty":     "listeners:\n  - name: a\n    listen: 198.19.0.1:21\n    mode: \"\"\n    upstream: ftp.example.net:21\n    data: {path: \"\", server_mode: \"\", client_ports: \"\", server_ports: \"\"}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := Parse([]byte(text))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			want := Default()
+			want.Listeners = []Listener{{
+				Name:     "a",
+				Listen:   "198.19.0.1:21",
+				Mode:     "reverse",
+				Upstream: "ftp.example.net:21",
+				Data: Data{
+					Path:        "relay",
+					ServerMode:  "same",
+					ClientPorts: "40000-40999",
+					ServerPorts: "50000-50999",
+				},
+			}}
+			if !reflect.DeepEqual(*got, want) {
+				t.Errorf("Parse:\n got %+v\nwant %+v", *got, want)
+			}
+		})
+	}
+}
+
+// TestLoadBad loads each testdata/bad-*.yaml and compares the whole error
+// message. Every bad file must be listed, and every listed file must exist.
+func TestLoadBad(t *testing.T) {
+	tests := []struct {
+		file string
+		want string
+	}{
+		// Decoding.
+		{"bad-empty.yaml", `at least one listener is required`},
+		{"bad-comments-only.yaml", `at least one listener is required`},
+		{"bad-no-listeners.yaml", `at least one listener is required`},
+		{"bad-unknown-key.yaml", `line 6: listeners[0] (public): data: unknown key "sever_mode"`},
+		{"bad-unknown-top-key.yaml", `line 1: unknown key "listener"`},
+		{"bad-not-integer.yaml", `line 6: limits.max_sessions: want an integer, got "lots"`},
+		{"bad-duration-no-unit.yaml", `line 6: limits.idle_timeout: invalid duration 5: write a number with a unit, such as "30s" or "15m"`},
+		{"bad-duration-text.yaml", `line 6: limits.data_timeout: invalid duration "soon": write a number with a unit, such as "30s" or "15m"`},
+		{"bad-listeners-mapping.yaml", `line 2: listeners: want a list, got a mapping`},
+		{"bad-data-list.yaml", `line 5: listeners[0] (public): data: want a mapping, got a list`},
+		{"bad-top-scalar.yaml", `line 1: want a mapping, got "hello"`},
+		{"bad-two-documents.yaml", `line 5: a second YAML document starts here; the config file must hold exactly one`},
+		{"bad-syntax.yaml", `line 4: invalid YAML: mapping values are not allowed in this context`},
+		{"bad-duplicate-key.yaml", `line 5: listeners[0] (public): duplicate key "listen" (first at line 3)`},
+
+		// Listeners.
+		{"bad-listen-no-port.yaml", `listeners[0] (public): listen: invalid address "198.19.0.1": missing port`},
+		{"bad-listen-hostname.yaml", `listeners[0] (public): listen: invalid address "ftp.example.net:21": host must be an IP address (0.0.0.0 or [::] for all addresses)`},
+		{"bad-listen-ipv6-brackets.yaml", `listeners[0] (public): listen: invalid address "2001:db8::1:21": write an IPv6 address in brackets, as in "[2001:db8::1]:21"`},
+		{"bad-listen-port.yaml", `listeners[0] (public): listen: invalid address "198.19.0.1:0": port must be a number from 1 to 65535`},
+		{"bad-listen-missing.yaml", `listeners[0] (public): listen: required`},
+		{"bad-name-missing.yaml", `listeners[0]: name: required`},
+		{"bad-name-chars.yaml", `listeners[0] ("Public FTP"): name: "Public FTP" may contain only a-z, 0-9, "_" and "-"`},
+		{"bad-duplicate-name.yaml", `listeners[1] (public): name: "public" is already used by listeners[0]`},
+		{"bad-duplicate-listen.yaml", `listeners[1] (other): listen: 198.19.0.1:21 is already used by listeners[0] (public)`},
+		{"bad-listen-wildcard.yaml", `listeners[1] (all): listen: 0.0.0.0:21 overlaps 198.19.0.1:21 of listeners[0] (public)`},
+		{"bad-mode-transparent.yaml", `listeners[0] (public): mode: "transparent" is not supported yet; use "reverse"`},
+		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse"`},
+		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
+		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
+		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
+		{"bad-path-kernel.yaml", `listeners[0] (public): data.path: "kernel" is not supported yet; use "relay"`},
+		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
+		{"bad-client-address-ipv6.yaml", `listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
+		{"bad-client-address-invalid.yaml", `listeners[0] (public): data.client_address: invalid IP address "ftp.example.net"`},
+		{"bad-server-address-unspecified.yaml", `listeners[0] (public): data.server_address: 0.0.0.0 is unspecified; write the address the server should connect to`},
+		{"bad-server-address-family.yaml", `listeners[0] (public): data.server_address: 2001:db8:1::1 and upstream 198.18.1.2 are of different IP versions`},
+		{"bad-client-ports-syntax.yaml", `listeners[0] (public): data.client_ports: parsing port range "40999-40000": first port 40999 above last port 40000: value out of range`},
+		{"bad-server-ports-low.yaml", `listeners[0] (public): data.server_ports: 1000-2000 starts below port 1024`},
+		{"bad-client-ports-overlap.yaml", `listeners[1] (other): data.client_ports: 40500-41499 on 203.0.113.7 overlaps data.client_ports 40000-40999 on 203.0.113.7 of listeners[0] (public)`},
+		{"bad-client-ports-overlap-listen.yaml", `listeners[1] (other): data.client_ports: 40000-40999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of listeners[0] (public)`},
+		{"bad-server-ports-overlap.yaml", `listeners[1] (other): data.server_ports: 50999-51999 on 198.18.1.1 overlaps data.server_ports 50000-50999 on 198.18.1.1 of listeners[0] (public)`},
+		{"bad-client-server-overlap.yaml", `listeners[0] (public): data.server_ports: 40900-41999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of the same listener`},
+
+		// Limits and log.
+		{"bad-max-sessions.yaml", `limits.max_sessions: must be at least 1, got 0`},
+		{"bad-max-sessions-per-client.yaml", `limits.max_sessions_per_client: must be at most limits.max_sessions (10), got 64`},
+		{"bad-idle-timeout.yaml", `limits.idle_timeout: must be positive, got 0s`},
+		{"bad-data-timeout.yaml", `limits.data_timeout: must be positive, got -30s`},
+		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
+		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
+		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
+
+		// Several problems at once (see also TestAllProblemsAtOnce).
+		{"bad-many-keys.yaml", `4 problems:
+line 6: listeners[0] (public): unknown key "upstraem"
+line 8: limits.max_sessions: want an integer, got "lots"
+line 9: limits.idle_timeout: invalid duration 15: write a number with a unit, such as "30s" or "15m"
+line 10: unknown key "logging"`},
+		{"bad-many.yaml", `9 problems:
+listeners[0] (public): listen: invalid address "198.19.0.1": missing port
+listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"
+listeners[1] (public): upstream: required in reverse mode
+listeners[1] (public): data.path: "kernel" is not supported yet; use "relay"
+listeners[1] (public): data.client_ports: 80-90 starts below port 1024
+listeners[1] (public): name: "public" is already used by listeners[0]
+limits.max_sessions: must be at least 1, got 0
+limits.idle_timeout: must be positive, got 0s
+log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
+	}
+
+	listed := map[string]bool{}
+	for _, tt := range tests {
+		listed[tt.file] = true
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tt.file)
+			cfg, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) succeeded: %s", path, cfg.Summary())
+			}
+			if got, want := err.Error(), path+": "+tt.want; got != want {
+				t.Errorf("Load(%s) error:\n got %s\nwant %s", path, got, want)
+			}
+		})
+	}
+	files, err := filepath.Glob("testdata/bad-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !listed[filepath.Base(f)] {
+			t.Errorf("%s has no expected error in TestLoadBad", f)
+		}
+	}
+}
+
+// TestAllProblemsAtOnce checks that Validate reports each problem as its own
+// error, joined, rather than stopping at the first.
+func TestAllProblemsAtOnce(t *testing.T) {
+	data, err := os.ReadFile("testdata/bad-many.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse(data)
+	if err == nil {
+		t.Fatal("Parse(bad-many.yaml) succeeded")
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Parse error %T is not a joined error: %v", err, err)
+	}
+	var got []string
+	for _, e := range joined.Unwrap() {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`listeners[0] (public): listen: invalid address "198.19.0.1": missing port`,
+		`listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`,
+		`listeners[1] (public): upstream: required in reverse mode`,
+		`listeners[1] (public): data.path: "kernel" is not supported yet; use "relay"`,
+		`listeners[1] (public): data.client_ports: 80-90 starts below port 1024`,
+		`listeners[1] (public): name: "public" is already used by listeners[0]`,
+		`limits.max_sessions: must be at least 1, got 0`,
+		`limits.idle_timeout: must be positive, got 0s`,
+		`log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("problems:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+}
+
+// TestValidateRequiresDefaults checks that Validate, unlike Parse, fills in
+// nothing: a Config built in Go must set every field that has a default.
+func TestValidateRequiresDefaults(t *testing.T) {
+	c := Default()
+	c.Listeners = []Listener{{Name: "a", Listen: "198.19.0.1:21", Upstream: "198.18.1.2:21"}}
+	err := c.Validate()
+	want := `listeners[0] (a): mode: required
+listeners[0] (a): data.path: required
+listeners[0] (a): data.server_mode: required
+listeners[0] (a): data.client_ports: required
+listeners[0] (a): data.server_ports: required`
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate() = %v, want:\n%s", err, want)
+	}
+
+	c.Listeners[0].applyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() after applyDefaults = %v", err)
+	}
+}
+
+func TestValidateAddresses(t *testing.T) {
+	tests := []struct {
+		listen, upstream string
+		wantErr          string // "" for valid
+	}{
+		{"0.0.0.0:21", "ftp.example.net:21", ""},
+		{"[::]:21", "ftp.example.net.:21", ""},
+		{"[fe80::1%eth0]:2121", "localhost:21", ""},
+		{"198.19.0.1:21", "_ftp.example-1.net:65535", ""},
+		{"198.19.0.1:21", "ftp.example.net", `upstream: invalid address "ftp.example.net": missing port`},
+		{"198.19.0.1:21", "-ftp.example.net:21", `upstream: invalid address "-ftp.example.net:21": host is neither an IP address nor a DNS name`},
+		{"198.19.0.1:21", "ftp..example.net:21", `upstream: invalid address "ftp..example.net:21": host is neither an IP address nor a DNS name`},
+		{"198.19.0.1:21", "0.0.0.0:21", `upstream: invalid address "0.0.0.0:21": host must not be an unspecified address`},
+		{"198.19.0.1:21", "ftp.example.net:ftp", `upstream: invalid address "ftp.example.net:ftp": port must be a number from 1 to 65535`},
+		{"[198.19.0.1:21", "ftp.example.net:21", `listen: invalid address "[198.19.0.1:21": missing ']'`},
+		{":21", "ftp.example.net:21", `listen: invalid address ":21": host must be an IP address (0.0.0.0 or [::] for all addresses)`},
+	}
+	for _, tt := range tests {
+		c := Default()
+		c.Listeners = []Listener{{Name: "a", Listen: tt.listen, Upstream: tt.upstream}}
+		c.Listeners[0].applyDefaults()
+		err := c.Validate()
+		want := ""
+		if tt.wantErr != "" {
+			want = "listeners[0] (a): " + tt.wantErr
+		}
+		if got := errString(err); got != want {
+			t.Errorf("listen %q upstream %q: error %q, want %q", tt.listen, tt.upstream, got, want)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestSummary(t *testing.T) {
+	cfg, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "3 listeners: " +
+		"public 198.19.0.1:21 -> 198.18.1.2:21 (relay, server_mode same); " +
+		"passive_only 198.19.0.1:2121 -> ftp.example.net:21 (relay, server_mode passive); " +
+		"active-v6 [2001:db8::1]:21 -> [2001:db8:1::2]:21 (relay, server_mode active); " +
+		"limits max_sessions=500 max_sessions_per_client=8 idle_timeout=1h0m0s data_timeout=45s max_line_bytes=1024; " +
+		"log level=debug format=json"
+	if got := cfg.Summary(); got != want {
+		t.Errorf("Summary():\n got %s\nwant %s", got, want)
+	}
+
+	cfg.Listeners = cfg.Listeners[:1]
+	if got := cfg.Summary(); !strings.HasPrefix(got, "1 listener: public ") {
+		t.Errorf("Summary() of one listener = %s", got)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/does-not-exist.yaml")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load(missing) = %v, want an os.ErrNotExist", err)
+	}
+	if !strings.Contains(err.Error(), "testdata/does-not-exist.yaml") {
+		t.Errorf("Load(missing) = %v, want the file named", err)
+	}
+}
+
+// TestExampleConfig keeps deploy/config.example.yaml loadable.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := Load("../../../deploy/config.example.yaml")
+	if err != nil {
+		t.Fatalf("Load(config.example.yaml): %v", err)
+	}
+	if len(cfg.Listeners) == 0 {
+		t.Error("config.example.yaml has no listeners")
+	}
+}

@@ -1,0 +1,372 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/ftpgate/ftpgate/nat"
+)
+
+// Validate reports every problem with c at once, joined with errors.Join,
+// one per line, each prefixed with the path of the field concerned, e.g.
+// `listeners[0] (public): listen: invalid address "198.19.0.1": missing port`.
+// It does not apply defaults: fields that Parse fills in are required here.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Listeners) == 0 {
+		errs = append(errs, errors.New("at least one listener is required"))
+	}
+	names := map[string]int{}
+	var listens []placed[netip.AddrPort]
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		path := listenerPath(i, l.Name)
+		for _, err := range l.validate() {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+		if l.Name != "" {
+			if j, dup := names[l.Name]; dup {
+				errs = append(errs, fmt.Errorf("%s: name: %q is already used by listeners[%d]", path, l.Name, j))
+			} else {
+				names[l.Name] = i
+			}
+		}
+		if ap, err := parseListen(l.Listen); err == nil {
+			for _, o := range listens {
+				switch {
+				case ap == o.v:
+					errs = append(errs, fmt.Errorf("%s: listen: %s is already used by %s", path, ap, o.path))
+				case ap.Port() == o.v.Port() && overlaps(ap.Addr(), o.v.Addr()):
+					errs = append(errs, fmt.Errorf("%s: listen: %s overlaps %s of %s", path, ap, o.v, o.path))
+				}
+			}
+			listens = append(listens, placed[netip.AddrPort]{ap, i, path})
+		}
+	}
+	errs = append(errs, c.checkPortPools()...)
+	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, c.Log.validate()...)
+	return errors.Join(errs...)
+}
+
+// placed is a value and the listener it comes from.
+type placed[T any] struct {
+	v    T
+	i    int    // index in Config.Listeners
+	path string // listenerPath of that listener
+}
+
+// validate checks l on its own; Config.Validate adds the path prefix and the
+// checks across listeners.
+func (l *Listener) validate() []error {
+	var errs []error
+	add := func(field string, err error) {
+		errs = append(errs, fmt.Errorf("%s: %w", field, err))
+	}
+
+	switch {
+	case l.Name == "":
+		add("name", errors.New("required"))
+	case !validName(l.Name):
+		add("name", fmt.Errorf("%q may contain only a-z, 0-9, \"_\" and \"-\"", l.Name))
+	}
+
+	if _, err := parseListen(l.Listen); err != nil {
+		add("listen", err)
+	}
+
+	switch l.Mode {
+	case "":
+		add("mode", errors.New("required"))
+	case ModeReverse:
+		if l.Upstream == "" {
+			add("upstream", errors.New("required in reverse mode"))
+		} else if err := checkUpstream(l.Upstream); err != nil {
+			add("upstream", err)
+		}
+	case ModeTransparent, ModeForward:
+		add("mode", fmt.Errorf("%q is not supported yet; use %q", l.Mode, ModeReverse))
+	default:
+		add("mode", fmt.Errorf("unknown value %q; use %q", l.Mode, ModeReverse))
+	}
+
+	d := &l.Data
+	switch d.Path {
+	case "":
+		add("data.path", errors.New("required"))
+	case PathRelay:
+	case PathKernel:
+		add("data.path", fmt.Errorf("%q is not supported yet; use %q", d.Path, PathRelay))
+	default:
+		add("data.path", fmt.Errorf("unknown value %q; use %q", d.Path, PathRelay))
+	}
+
+	switch d.ServerMode {
+	case "":
+		add("data.server_mode", errors.New("required"))
+	case ServerModeSame, ServerModePassive, ServerModeActive:
+	default:
+		add("data.server_mode", fmt.Errorf("unknown value %q; use %q, %q or %q",
+			d.ServerMode, ServerModeSame, ServerModePassive, ServerModeActive))
+	}
+
+	if d.ClientAddress != "" {
+		// 227 carries IPv4 only (RFC 959); clients on IPv6 use EPSV,
+		// whose 229 reply carries no address.
+		switch a, err := netip.ParseAddr(d.ClientAddress); {
+		case err != nil:
+			add("data.client_address", fmt.Errorf("invalid IP address %q", d.ClientAddress))
+		case !a.Unmap().Is4():
+			add("data.client_address", fmt.Errorf("%s is not an IPv4 address; 227 replies carry IPv4 only", d.ClientAddress))
+		case a.IsUnspecified():
+			add("data.client_address", fmt.Errorf("%s is unspecified; write the address clients should connect to", d.ClientAddress))
+		}
+	}
+	if d.ServerAddress != "" {
+		switch a, err := netip.ParseAddr(d.ServerAddress); {
+		case err != nil:
+			add("data.server_address", fmt.Errorf("invalid IP address %q", d.ServerAddress))
+		case a.IsUnspecified():
+			add("data.server_address", fmt.Errorf("%s is unspecified; write the address the server should connect to", d.ServerAddress))
+		default:
+			if up, err := netip.ParseAddrPort(l.Upstream); err == nil && up.Addr().Unmap().Is4() != a.Unmap().Is4() {
+				add("data.server_address", fmt.Errorf("%s and upstream %s are of different IP versions", d.ServerAddress, up.Addr()))
+			}
+		}
+	}
+
+	for _, f := range []struct{ name, value string }{
+		{"data.client_ports", d.ClientPorts},
+		{"data.server_ports", d.ServerPorts},
+	} {
+		if f.value == "" {
+			add(f.name, errors.New("required"))
+		} else if err := validPortRange(f.value); err != nil {
+			add(f.name, err)
+		}
+	}
+	return errs
+}
+
+// validPortRange checks a data port range such as "40000-40999": its syntax
+// is nat.ParsePortRange's, and its ports must not be privileged.
+func validPortRange(s string) error {
+	r, err := nat.ParsePortRange(s)
+	if err != nil {
+		return err
+	}
+	if r.First < MinDataPort {
+		return fmt.Errorf("%s starts below port %d", r, MinDataPort)
+	}
+	return nil
+}
+
+// validName reports whether s is made only of a-z, 0-9, "_" and "-".
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// splitAddress splits "host:port" like net.SplitHostPort, with messages
+// written for the config file, and checks that port is 1..65535.
+func splitAddress(s string) (host string, port uint16, err error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		switch {
+		case errors.As(err, &ae) && ae.Err == "missing port in address":
+			return "", 0, fmt.Errorf("invalid address %q: missing port", s)
+		case errors.As(err, &ae) && ae.Err == "too many colons in address":
+			return "", 0, fmt.Errorf("invalid address %q: write an IPv6 address in brackets, as in \"[2001:db8::1]:21\"", s)
+		case errors.As(err, &ae):
+			return "", 0, fmt.Errorf("invalid address %q: %s", s, strings.TrimSuffix(ae.Err, " in address"))
+		default:
+			return "", 0, fmt.Errorf("invalid address %q: %v", s, err)
+		}
+	}
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || p == 0 {
+		return "", 0, fmt.Errorf("invalid address %q: port must be a number from 1 to 65535", s)
+	}
+	return host, uint16(p), nil
+}
+
+// parseListen parses a listen address: an IP address and a port.
+func parseListen(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, errors.New("required")
+	}
+	host, port, err := splitAddress(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("invalid address %q: host must be an IP address (0.0.0.0 or [::] for all addresses)", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), port), nil
+}
+
+// checkUpstream checks an upstream address: an IP address or a DNS name,
+// and a port.
+func checkUpstream(s string) error {
+	host, _, err := splitAddress(s)
+	if err != nil {
+		return err
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.IsUnspecified() {
+			return fmt.Errorf("invalid address %q: host must not be an unspecified address", s)
+		}
+		return nil
+	}
+	if !validHostname(host) {
+		return fmt.Errorf("invalid address %q: host is neither an IP address nor a DNS name", s)
+	}
+	return nil
+}
+
+// validHostname reports whether s is a DNS name: dot-separated labels of 1
+// to 63 letters, digits, "-" and "_", not starting or ending with "-", at
+// most 253 characters (a trailing dot aside), and not all digits in the last
+// label, so that a mistyped IPv4 address such as "10.0.0.256" is refused.
+func validHostname(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, label := range labels {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	return strings.Trim(last, "0123456789") != ""
+}
+
+// overlaps reports whether sockets bound to a and b on one port would
+// collide: the addresses are equal, or one is a wildcard covering the other
+// (0.0.0.0 covers IPv4, [::] covers both, as Go listens dual-stack).
+func overlaps(a, b netip.Addr) bool {
+	a, b = a.Unmap(), b.Unmap()
+	covers := func(w, x netip.Addr) bool {
+		return w.IsUnspecified() && (w.Is6() || x.Is4())
+	}
+	return a == b || covers(a, b) || covers(b, a)
+}
+
+// pool is a range of data ports on an address, owned by one listener.
+type pool struct {
+	field string // "data.client_ports" or "data.server_ports"
+	addr  netip.Addr
+	r     nat.PortRange
+}
+
+// checkPortPools reports port ranges that could hand out the same port on
+// the same address: client_ports of listeners sharing a client address (the
+// listen IP when client_address is empty), server_ports of listeners whose
+// server_address is set and equal, and a client range and a server range on
+// the same address, within a listener or across two.
+func (c *Config) checkPortPools() []error {
+	var errs []error
+	var pools []placed[pool]
+	for i, l := range c.Listeners {
+		path := listenerPath(i, l.Name)
+		var mine []pool
+		if r, ok := parsedRange(l.Data.ClientPorts); ok {
+			addr, err := netip.ParseAddr(l.Data.ClientAddress)
+			if l.Data.ClientAddress == "" {
+				var ap netip.AddrPort
+				ap, err = parseListen(l.Listen)
+				addr = ap.Addr()
+			}
+			if err == nil {
+				mine = append(mine, pool{"data.client_ports", addr.Unmap(), r})
+			}
+		}
+		if r, ok := parsedRange(l.Data.ServerPorts); ok && l.Data.ServerAddress != "" {
+			if addr, err := netip.ParseAddr(l.Data.ServerAddress); err == nil {
+				mine = append(mine, pool{"data.server_ports", addr.Unmap(), r})
+			}
+		}
+		for _, p := range mine {
+			for _, o := range pools {
+				if !overlaps(p.addr, o.v.addr) || p.r.First > o.v.r.Last || o.v.r.First > p.r.Last {
+					continue
+				}
+				owner := "of " + o.path
+				if o.i == i {
+					owner = "of the same listener"
+				}
+				errs = append(errs, fmt.Errorf("%s: %s: %s on %s overlaps %s %s on %s %s",
+					path, p.field, p.r, p.addr, o.v.field, o.v.r, o.v.addr, owner))
+			}
+			pools = append(pools, placed[pool]{p, i, path})
+		}
+	}
+	return errs
+}
+
+// parsedRange returns the range s names if it is valid.
+func parsedRange(s string) (nat.PortRange, bool) {
+	if validPortRange(s) != nil {
+		return nat.PortRange{}, false
+	}
+	r, err := nat.ParsePortRange(s)
+	return r, err == nil
+}
+
+func (l *Limits) validate() []error {
+	var errs []error
+	if l.MaxSessions < 1 {
+		errs = append(errs, fmt.Errorf("limits.max_sessions: must be at least 1, got %d", l.MaxSessions))
+	}
+	switch {
+	case l.MaxSessionsPerClient < 1:
+		errs = append(errs, fmt.Errorf("limits.max_sessions_per_client: must be at least 1, got %d", l.MaxSessionsPerClient))
+	case l.MaxSessions >= 1 && l.MaxSessionsPerClient > l.MaxSessions:
+		errs = append(errs, fmt.Errorf("limits.max_sessions_per_client: must be at most limits.max_sessions (%d), got %d", l.MaxSessions, l.MaxSessionsPerClient))
+	}
+	if l.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("limits.idle_timeout: must be positive, got %s", l.IdleTimeout))
+	}
+	if l.DataTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("limits.data_timeout: must be positive, got %s", l.DataTimeout))
+	}
+	if l.MaxLineBytes < MinLineBytes || l.MaxLineBytes > MaxLineBytes {
+		errs = append(errs, fmt.Errorf("limits.max_line_bytes: must be from %d to %d, got %d", MinLineBytes, MaxLineBytes, l.MaxLineBytes))
+	}
+	return errs
+}
+
+func (l *Log) validate() []error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: unknown value %q; use \"debug\", \"info\", \"warn\" or \"error\"", l.Level))
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: unknown value %q; use \"text\" or \"json\"", l.Format))
+	}
+	return errs
+}

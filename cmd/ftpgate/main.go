@@ -1,0 +1,249 @@
+// Command ftpgate is a firewall-aware FTP application-layer gateway.
+//
+//	ftpgate run --config FILE      serve the listeners of FILE until SIGINT/SIGTERM
+//	ftpgate check --config FILE    validate FILE: exit 0 with a summary, or 1 with every error
+//	ftpgate version                print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
+	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/proxy"
+)
+
+// version is set at link time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `usage:
+  ftpgate run --config FILE     serve the listeners of FILE until SIGINT or SIGTERM
+  ftpgate check --config FILE   validate FILE (exit 0 with a summary, 1 with every error)
+  ftpgate version               print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one subcommand and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ftpgate: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	s := "ftpgate " + version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		s += " (" + bi.GoVersion + ")"
+	}
+	return s
+}
+
+// configFlag parses "--config FILE" for a subcommand.
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet("ftpgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ftpgate/ftpgate.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ftpgate %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpgate check: %s\n", indentErrors(err))
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK: %s\n", path, cfg.Summary())
+	return 0
+}
+
+// indentErrors prints each of the joined errors on its own line.
+func indentErrors(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "\n  ")
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpgate run: %s\n", indentErrors(err))
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("stopping", "signal", sig.String())
+			cancel(proxy.ErrShutdown)
+		case <-ctx.Done():
+		}
+	}()
+
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("ftpgate stopped", "err", err)
+		return 1
+	}
+	log.Info("ftpgate stopped")
+	return 0
+}
+
+// serve binds every listener of cfg and serves them until ctx is done or one
+// of them fails.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	limiter := proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
+	type bound struct {
+		srv *proxy.Server
+		ln  net.Listener
+	}
+	var all []bound
+	closeAll := func() {
+		for _, b := range all {
+			b.ln.Close()
+		}
+	}
+	for _, lc := range cfg.Listeners {
+		srv, err := newServer(lc, cfg.Limits, limiter, log)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		ln, err := net.Listen("tcp", lc.Listen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		all = append(all, bound{srv, ln})
+		log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "upstream", lc.Upstream,
+			"server_mode", lc.Data.ServerMode)
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	errs := make([]error, len(all))
+	for i, b := range all {
+		wg.Go(func() {
+			err := b.srv.Serve(ctx, b.ln)
+			if ctx.Err() == nil {
+				// A listener failed on its own: stop the others too.
+				errs[i] = fmt.Errorf("listener %s: %w", b.srv.Name, err)
+				cancel(errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newServer builds the proxy for one configured listener. cfg has been
+// validated, so parse errors here are programming errors, still reported.
+func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimiter, log *slog.Logger) (*proxy.Server, error) {
+	modes := map[string]proxy.ServerMode{
+		config.ServerModeSame:    proxy.SameMode,
+		config.ServerModePassive: proxy.PassiveMode,
+		config.ServerModeActive:  proxy.ActiveMode,
+	}
+	mode, ok := modes[lc.Data.ServerMode]
+	if !ok {
+		return nil, fmt.Errorf("listener %s: unknown server_mode %q", lc.Name, lc.Data.ServerMode)
+	}
+	clientPorts, err := nat.ParsePortRange(lc.Data.ClientPorts)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: client_ports: %w", lc.Name, err)
+	}
+	serverPorts, err := nat.ParsePortRange(lc.Data.ServerPorts)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: server_ports: %w", lc.Name, err)
+	}
+	srv := &proxy.Server{
+		Name:         lc.Name,
+		Upstream:     lc.Upstream,
+		ServerMode:   mode,
+		ClientPorts:  nat.NewPortPool(clientPorts),
+		ServerPorts:  nat.NewPortPool(serverPorts),
+		IdleTimeout:  lim.IdleTimeout,
+		DataTimeout:  lim.DataTimeout,
+		MaxLineBytes: lim.MaxLineBytes,
+		Limiter:      limiter,
+		Logger:       log,
+	}
+	if srv.ClientAddress, err = optionalAddr(lc.Data.ClientAddress); err != nil {
+		return nil, fmt.Errorf("listener %s: client_address: %w", lc.Name, err)
+	}
+	if srv.ServerAddress, err = optionalAddr(lc.Data.ServerAddress); err != nil {
+		return nil, fmt.Errorf("listener %s: server_address: %w", lc.Name, err)
+	}
+	return srv, nil
+}
+
+func optionalAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	return netip.ParseAddr(s)
+}
+
+func newLogger(lc config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

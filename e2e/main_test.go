@@ -1,0 +1,109 @@
+//go:build e2e
+
+// Package e2e holds ftpgate's end-to-end tests: real vsftpd, curl, lftp and
+// Python ftplib in network namespaces, with the real kernel's stateful
+// firewall between them (see netlab.HomeRouter). They need root, and they
+// fail, never skip, when they cannot run.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/e2e/netlab"
+)
+
+// The network and the ftpgate binary, shared by every test of the package.
+var (
+	net4       *netlab.HomeRouter
+	ftpgateBin string
+)
+
+// Listener ports of the shared ftpgate: one listener per server_mode.
+const (
+	portSame    = 21
+	portPassive = 2121
+	portActive  = 2122
+	portSpare   = 2123 // for tests that run their own ftpgate
+)
+
+// matrixConfig is the shared ftpgate's configuration.
+const matrixConfig = `
+listeners:
+  - name: same
+    listen: 198.19.0.1:21
+    upstream: 198.18.1.2:21
+    data: {server_mode: same, client_ports: 40000-40099, server_ports: 50000-50099}
+  - name: passive
+    listen: 198.19.0.1:2121
+    upstream: 198.18.1.2:21
+    data: {server_mode: passive, client_ports: 40100-40199, server_ports: 50100-50199}
+  - name: active
+    listen: 198.19.0.1:2122
+    upstream: 198.18.1.2:21
+    data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
+limits: {idle_timeout: 2m, data_timeout: 10s}
+log: {level: debug, format: text}
+`
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ftpgate-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ftpgateBin = filepath.Join(dir, "ftpgate")
+	build := exec.Command("go", "build", "-o", ftpgateBin, "../cmd/ftpgate")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: building ftpgate: %v\n%s", err, out)
+		return 1
+	}
+
+	h, err := netlab.NewHomeRouter(portSame, portPassive, portActive, portSpare)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the network:", err)
+		return 1
+	}
+	net4 = h
+	// Remove the network on every way out: normal return, a signal, or a
+	// run that takes too long (go test's own timeout would panic and skip
+	// deferred cleanup).
+	cleanup := func() {
+		if err := h.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: cleanup:", err)
+		}
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cleanup()
+		os.Exit(1)
+	}()
+	watchdog := time.AfterFunc(25*time.Minute, func() {
+		fmt.Fprintln(os.Stderr, "e2e: watchdog: tests ran for 25 minutes, cleaning up")
+		cleanup()
+		os.Exit(1)
+	})
+	defer watchdog.Stop()
+	defer cleanup()
+
+	code := m.Run()
+	if n, err := h.StrayPackets(); err != nil || n > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: %d packets to addresses outside the test space (err %v)\n", n, err)
+		code = 1
+	}
+	return code
+}

@@ -1,0 +1,146 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/e2e/netlab"
+)
+
+// TestPlainDNATFails shows the problem ftpgate solves: through a plain port
+// forward of port 21, without an ALG, the server's 227 carries its private
+// address and the stateful firewall drops every data connection.
+func TestPlainDNATFails(t *testing.T) {
+	for _, name := range []string{"curl EPSV", "curl PASV strict", "curl PASV", "curl PORT", "lftp passive", "ftplib passive strict"} {
+		c := netlab.ClientByName(name)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cell := net4.Do(c, netlab.GatewayDNAT, 21, netlab.OpList)
+			if cell.Err == nil {
+				t.Fatalf("LIST through a plain DNAT worked; the firewall should have dropped the data connection\n%s", cell.Log)
+			}
+			t.Logf("failed as expected after %s: %v", cell.Elapsed.Round(time.Millisecond), cell.Err)
+		})
+	}
+}
+
+// TestMatrix runs every client and operation through ftpgate, in each
+// server_mode, and then checks that ftpgate holds no data listener and no
+// more descriptors than before.
+func TestMatrix(t *testing.T) {
+	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive)
+	baseline := openFDs(t, gw)
+	for _, mode := range []struct {
+		name string
+		port int
+	}{{"same", portSame}, {"passive", portPassive}, {"active", portActive}} {
+		t.Run("server_mode="+mode.name, func(t *testing.T) {
+			for _, c := range netlab.Clients {
+				for _, op := range netlab.Ops {
+					t.Run(strings.ReplaceAll(c.Name, " ", "_")+"/"+string(op), func(t *testing.T) {
+						cell := net4.Do(c, netlab.GatewayOut, mode.port, op)
+						if cell.Err != nil {
+							t.Fatalf("%v\n--- client log ---\n%s", cell.Err, tail(cell.Log, 60))
+						}
+					})
+				}
+			}
+		})
+	}
+	assertNoLeftovers(t, gw, baseline)
+}
+
+// startFtpgate runs ftpgate in the gateway with config and stops it (SIGTERM)
+// when the test ends; the test fails if it did not exit cleanly. Its log is
+// printed when the test fails.
+func startFtpgate(t *testing.T, config string, ports ...int) *netlab.Proc {
+	t.Helper()
+	p, err := net4.StartFtpgate(ftpgateBin, config, ports...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Signal(syscall.SIGTERM, 10*time.Second); err != nil {
+			t.Errorf("ftpgate did not stop cleanly: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("--- ftpgate log ---\n%s", tail(p.Stderr.String(), 200))
+		}
+		if strings.Contains(p.Stderr.String(), "panic") {
+			t.Errorf("ftpgate panicked:\n%s", tail(p.Stderr.String(), 100))
+		}
+	})
+	return p
+}
+
+// openFDs counts the sockets the ftpgate process has open. Pipes are left
+// out: Go keeps a pool of pipes for splice(2), released by the garbage
+// collector, so their number is not a leak signal.
+func openFDs(t *testing.T, p *netlab.Proc) int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(p.PID()) + "/fd"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("reading ftpgate's descriptors: %v", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// assertNoLeftovers waits (bounded) for ftpgate's sessions to wind down and
+// checks that no data listener is left open and the descriptor count is back
+// to baseline.
+func assertNoLeftovers(t *testing.T, p *netlab.Proc, baseline int) {
+	t.Helper()
+	var fds int
+	var extra []int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fds = openFDs(t, p)
+		out, err := net4.Listening(net4.Gateway, netlab.GatewayOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := net4.Listening(net4.Gateway, netlab.GatewayIn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra = nil
+		for _, port := range append(out, in...) {
+			if port >= 40000 {
+				extra = append(extra, port)
+			}
+		}
+		if (fds <= baseline && len(extra) == 0) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(extra) > 0 {
+		t.Errorf("data ports still listening after all sessions ended: %v", extra)
+	}
+	if fds > baseline {
+		t.Errorf("ftpgate holds %d sockets, %d before the sessions", fds, baseline)
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,110 @@
+"""A small FTP client on Python's ftplib, driven by ftpgate's end-to-end tests.
+
+    ftpclient.py HOST PORT MODE OP REMOTE LOCAL [--strict]
+
+MODE is passive or active; OP is list, retr, stor or resume (RETR with REST
+from the size of LOCAL, appending to it). --strict makes ftplib connect to the
+address in the 227 reply instead of the control peer
+(trust_server_pasv_ipv4_address), so that a wrong 227 rewrite fails.
+
+OP "badinput" sends hostile commands on one session and prints each reply
+as "REPLY <line>": PORT to a third party, PORT to port 21, EPRT with an
+unknown family, NOOP (the session still works), then a 1 MiB line without a
+newline, after which it prints the reply and "CLOSED" once the server side
+closes.
+
+OP "thief" is passive RETR in steps, for the port-theft test: it prints
+"DATAPORT <port>" after the 227 reply, waits for a line on standard input,
+then connects and retrieves REMOTE into LOCAL.
+"""
+
+import ftplib
+import os
+import socket
+import sys
+
+
+def main():
+    host, port, mode, op, remote, local = sys.argv[1:7]
+    strict = "--strict" in sys.argv[7:]
+    if op == "badinput":
+        return badinput(host, int(port))
+    ftp = ftplib.FTP(timeout=30)
+    ftp.set_debuglevel(1)
+    ftp.connect(host, int(port))
+    ftp.login()
+    ftp.set_pasv(mode == "passive")
+    ftp.trust_server_pasv_ipv4_address = strict
+    if op == "list":
+        lines = []
+        ftp.retrlines("LIST " + remote, lines.append)
+        print("\n".join(lines))
+    elif op == "retr":
+        with open(local, "wb") as f:
+            ftp.retrbinary("RETR " + remote, f.write)
+    elif op == "stor":
+        with open(local, "rb") as f:
+            ftp.storbinary("STOR " + remote, f)
+    elif op == "resume":
+        with open(local, "ab") as f:
+            ftp.retrbinary("RETR " + remote, f.write, rest=os.path.getsize(local))
+    elif op == "thief":
+        ftp.voidcmd("TYPE I")
+        dhost, dport = ftplib.parse227(ftp.sendcmd("PASV"))
+        print("DATAPORT", dport, flush=True)
+        sys.stdin.readline()
+        conn = socket.create_connection((dhost if strict else host, dport), timeout=30)
+        resp = ftp.sendcmd("RETR " + remote)
+        if not resp.startswith("1"):
+            raise ftplib.error_reply(resp)
+        with open(local, "wb") as f, conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                f.write(data)
+        ftp.voidresp()
+    else:
+        sys.exit("unknown op " + op)
+    ftp.quit()
+
+
+def badinput(host, port):
+    s = socket.create_connection((host, port), timeout=30)
+    f = s.makefile("rb")
+
+    def reply():
+        line = f.readline().decode("latin-1").rstrip("\r\n")
+        while len(line) > 3 and line[3] == "-":  # multi-line: read to the end
+            end = line[:3] + " "
+            while True:
+                line = f.readline().decode("latin-1").rstrip("\r\n")
+                if line.startswith(end) or not line:
+                    break
+        print("REPLY", line, flush=True)
+
+    def send(cmd):
+        s.sendall(cmd.encode("latin-1") + b"\r\n")
+        reply()
+
+    reply()  # greeting
+    send("USER anonymous")
+    send("PASS ftpgate@")
+    send("PORT 198,19,1,2,156,64")  # a third party's address
+    send("PORT 198,19,0,2,0,21")  # port 21
+    send("EPRT |3|198.19.0.2|40000|")  # unknown network protocol
+    send("NOOP")
+    try:
+        s.sendall(b"A" * (1 << 20))
+    except OSError as e:  # the proxy may close before all is sent
+        print("SENDERR", e, flush=True)
+    try:
+        reply()
+        rest = f.read()
+        print("CLOSED", len(rest), flush=True)
+    except OSError as e:
+        print("CLOSED", e, flush=True)
+
+
+if __name__ == "__main__":
+    main()

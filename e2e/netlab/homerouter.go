@@ -1,0 +1,355 @@
+package netlab
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Addresses of the home-router network.
+const (
+	ClientAddr   = "198.19.0.2"  // the FTP client, on the Internet side
+	GatewayOut   = "198.19.0.1"  // the router's public address: ftpgate listens here
+	GatewayDNAT  = "198.19.0.10" // a second public address: plain DNAT of port 21 to the server, no ALG
+	GatewayIn    = "198.18.1.1"  // the router's inside address
+	ServerAddr   = "198.18.1.2"  // the FTP server, behind NAT
+	GatewayThief = "198.19.1.1"  // the router's address towards the thief
+	ThiefAddr    = "198.19.1.2"  // a fourth host that tries to steal data connections
+)
+
+// Ports that the gateway's firewall opens. The data ranges are opened
+// statically until ftpgate manages pinholes itself.
+const (
+	ClientPorts = "40000:40999"
+	ServerPorts = "50000:50999"
+)
+
+// Files on the FTP server.
+const (
+	BigFile = "pub/big.bin" // 10 MiB of random bytes
+	BigSize = 10 << 20
+)
+
+// HomeRouter is the network of ftpgate's end-to-end tests and demo: a client
+// on the Internet side, a Linux home router with a stateful firewall and
+// NAT, and an FTP server (vsftpd) behind it that advertises its private
+// address. A fourth host, the thief, sits on another Internet-side link.
+//
+//	client 198.19.0.2 --- 198.19.0.1 (+ .10) gateway 198.18.1.1 --- 198.18.1.2 server (vsftpd)
+//	thief  198.19.1.2 --- 198.19.1.1 gateway
+type HomeRouter struct {
+	*Lab
+	Client, Gateway, Server, Thief *NS
+
+	// FTPRoot is vsftpd's anonymous root: pub/ to read, upload/ to write.
+	FTPRoot string
+	// BigSHA256 is the hash of BigFile.
+	BigSHA256 string
+	// ListenPorts are the gateway ports the firewall accepts for control
+	// connections (ftpgate's listeners).
+	ListenPorts []int
+
+	vsftpd   *Proc
+	cellSeq  atomic.Int64 // names the files of each cell
+	uploadMu sync.Mutex   // guards writing the upload source once
+}
+
+// GatewayFirewall is the router's base rule set: policy DROP, ESTABLISHED
+// accepted, control ports accepted, and (for now) the two data port ranges
+// statically. %s is the comma-separated list of control ports.
+const GatewayFirewall = `
+sysctl -qw net.ipv4.ip_forward=1
+iptables -P INPUT DROP
+iptables -P FORWARD DROP
+iptables -A INPUT -i lo -j ACCEPT
+iptables -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+iptables -A INPUT -p tcp -m multiport --dports %s -m conntrack --ctstate NEW -j ACCEPT
+iptables -A INPUT -p tcp --dport ` + ClientPorts + ` -m conntrack --ctstate NEW -j ACCEPT
+iptables -A INPUT -p tcp --dport ` + ServerPorts + ` -m conntrack --ctstate NEW -j ACCEPT
+iptables -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT
+# The plain port forward, without an ALG: public .10:21 to the server.
+iptables -t nat -A PREROUTING -d ` + GatewayDNAT + ` -p tcp --dport 21 -j DNAT --to-destination ` + ServerAddr + `:21
+iptables -A FORWARD -d ` + ServerAddr + ` -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT
+iptables -t nat -A POSTROUTING -o out -j MASQUERADE
+`
+
+// hostHygiene makes every host reject (and count) traffic to anything but
+// the test address space, so a stray packet fails a test instead of leaving.
+const hostHygiene = `
+iptables -A OUTPUT -o lo -j ACCEPT
+iptables -A OUTPUT -d 198.18.0.0/15 -j ACCEPT
+iptables -A OUTPUT -j REJECT
+ip6tables -A OUTPUT -o lo -j ACCEPT
+ip6tables -A OUTPUT -d 2001:db8::/32 -j ACCEPT
+# Link-local traffic (neighbour discovery, MLD) stays on the test links.
+ip6tables -A OUTPUT -d fe80::/10 -j ACCEPT
+ip6tables -A OUTPUT -d ff02::/16 -j ACCEPT
+ip6tables -A OUTPUT -j REJECT
+`
+
+// NewHomeRouter builds the network, writes the server's files and starts
+// vsftpd. listenPorts are the control ports that the gateway accepts. On
+// error, everything built so far is removed.
+func NewHomeRouter(listenPorts ...int) (_ *HomeRouter, err error) {
+	lab, err := New()
+	if err != nil {
+		return nil, err
+	}
+	h := &HomeRouter{Lab: lab, ListenPorts: listenPorts}
+	defer func() {
+		if err != nil {
+			lab.Close()
+		}
+	}()
+	for _, ns := range []struct {
+		p    **NS
+		role string
+	}{{&h.Client, "client"}, {&h.Gateway, "gw"}, {&h.Server, "server"}, {&h.Thief, "thief"}} {
+		if *ns.p, err = lab.AddNS(ns.role); err != nil {
+			return nil, err
+		}
+	}
+	if err := Link(h.Client, "eth0", []string{ClientAddr + "/24"}, h.Gateway, "out", []string{GatewayOut + "/24", GatewayDNAT + "/24"}); err != nil {
+		return nil, err
+	}
+	if err := Link(h.Server, "eth0", []string{ServerAddr + "/24"}, h.Gateway, "in", []string{GatewayIn + "/24"}); err != nil {
+		return nil, err
+	}
+	if err := Link(h.Thief, "eth0", []string{ThiefAddr + "/24"}, h.Gateway, "thief", []string{GatewayThief + "/24"}); err != nil {
+		return nil, err
+	}
+	for _, r := range []struct {
+		ns *NS
+		gw string
+	}{{h.Client, GatewayOut}, {h.Server, GatewayIn}, {h.Thief, GatewayThief}} {
+		if _, err := r.ns.Run("ip", "route", "add", "default", "via", r.gw); err != nil {
+			return nil, err
+		}
+		if err := r.ns.Script(hostHygiene); err != nil {
+			return nil, err
+		}
+	}
+	ports := make([]string, len(listenPorts))
+	for i, p := range listenPorts {
+		ports[i] = strconv.Itoa(p)
+	}
+	if err := h.Gateway.Script(fmt.Sprintf(GatewayFirewall, strings.Join(ports, ","))); err != nil {
+		return nil, err
+	}
+	if err := h.startVsftpd(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// startVsftpd writes vsftpd's files and configuration and runs it in the
+// foreground in the server namespace.
+func (h *HomeRouter) startVsftpd() error {
+	h.FTPRoot = filepath.Join(h.Dir, "ftproot")
+	empty := filepath.Join(h.Dir, "vsftpd-empty")
+	for _, d := range []string{h.FTPRoot, filepath.Join(h.FTPRoot, "pub"), filepath.Join(h.FTPRoot, "upload"), empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	// The anonymous user writes to upload/ only.
+	if out, err := exec.Command("chown", "ftp:ftp", filepath.Join(h.FTPRoot, "upload")).CombinedOutput(); err != nil {
+		return fmt.Errorf("chown upload: %w: %s", err, out)
+	}
+	sum, err := WriteRandomFile(filepath.Join(h.FTPRoot, BigFile), BigSize)
+	if err != nil {
+		return err
+	}
+	h.BigSHA256 = sum
+	conf := filepath.Join(h.Dir, "vsftpd.conf")
+	// pasv_address is left unset: vsftpd advertises its private address,
+	// as a server behind NAT does. pasv_promiscuous and port_promiscuous
+	// stay NO: data connections must come from the control peer's address,
+	// which is what a proxy must get right.
+	text := `listen=YES
+listen_ipv6=NO
+listen_address=` + ServerAddr + `
+listen_port=21
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+write_enable=YES
+anon_upload_enable=YES
+anon_mkdir_write_enable=YES
+anon_other_write_enable=YES
+anon_umask=022
+anon_root=` + h.FTPRoot + `
+ftp_username=ftp
+secure_chroot_dir=` + empty + `
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+pasv_enable=YES
+pasv_min_port=30000
+pasv_max_port=30999
+port_enable=YES
+connect_from_port_20=NO
+pasv_promiscuous=NO
+port_promiscuous=NO
+dirmessage_enable=NO
+hide_ids=YES
+syslog_enable=NO
+xferlog_enable=YES
+log_ftp_protocol=YES
+vsftpd_log_file=` + filepath.Join(h.Dir, "vsftpd.log") + `
+idle_session_timeout=300
+data_connection_timeout=60
+accept_timeout=30
+connect_timeout=30
+max_clients=0
+max_per_ip=0
+`
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return err
+	}
+	p, err := h.Server.Start("vsftpd", conf)
+	if err != nil {
+		return err
+	}
+	h.vsftpd = p
+	if err := h.WaitListening(h.Server, ServerAddr+":21", 10*time.Second); err != nil {
+		return fmt.Errorf("vsftpd did not start: %w: %s", err, p.Stderr.String())
+	}
+	return nil
+}
+
+// WaitListening waits until something listens on addr (host:port) in ns,
+// polling at most every 50 ms until d has passed.
+func (h *HomeRouter) WaitListening(ns *NS, addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		out, err := ns.Run("ss", "-Hltn", "src", addr)
+		if err == nil && strings.TrimSpace(out) != "" {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s in %s after %s", addr, ns.Name, d)
+}
+
+// Listening returns the TCP ports that listen in ns on addr (an IP).
+func (h *HomeRouter) Listening(ns *NS, ip string) ([]int, error) {
+	out, err := ns.Run("ss", "-Hltn")
+	if err != nil {
+		return nil, err
+	}
+	var ports []int
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		host, port, err := net.SplitHostPort(f[3])
+		if err != nil || host != ip {
+			continue
+		}
+		if n, err := strconv.Atoi(port); err == nil {
+			ports = append(ports, n)
+		}
+	}
+	return ports, nil
+}
+
+// StrayPackets returns how many packets the hosts' hygiene rules rejected
+// (traffic to addresses outside the test space). It must stay zero.
+func (h *HomeRouter) StrayPackets() (int, error) {
+	total := 0
+	for _, ns := range []*NS{h.Client, h.Server, h.Thief} {
+		for _, tool := range []string{"iptables", "ip6tables"} {
+			out, err := ns.Run(tool, "-L", "OUTPUT", "-v", "-x", "-n")
+			if err != nil {
+				return 0, err
+			}
+			for line := range strings.Lines(out) {
+				f := strings.Fields(line)
+				if len(f) > 2 && f[2] == "REJECT" {
+					n, _ := strconv.Atoi(f[0])
+					total += n
+				}
+			}
+		}
+	}
+	return total, nil
+}
+
+// Close stops vsftpd and removes the network.
+func (h *HomeRouter) Close() error {
+	return h.Lab.Close()
+}
+
+// WriteRandomFile writes size random bytes to path and returns their
+// SHA-256 in hex.
+func WriteRandomFile(path string, size int64) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, hash), rand.Reader, size); err != nil {
+		return "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(hash.Sum(nil)), f.Close()
+}
+
+// FileSHA256 returns the SHA-256 of a file in hex.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(hash, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(hash.Sum(nil)), nil
+}
+
+// errMismatch reports a file whose hash is not the expected one.
+var errMismatch = errors.New("sha256 mismatch")
+
+// StartFtpgate writes config into the lab and runs the ftpgate binary with it
+// in the gateway namespace, waiting until it listens on each of ports.
+func (h *HomeRouter) StartFtpgate(binary, config string, ports ...int) (*Proc, error) {
+	path := filepath.Join(h.Dir, fmt.Sprintf("ftpgate-%d.yaml", h.cellSeq.Add(1)))
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := h.Gateway.Start(binary, "run", "--config", path)
+	if err != nil {
+		return nil, err
+	}
+	for _, port := range ports {
+		if err := h.WaitListening(h.Gateway, fmt.Sprintf("%s:%d", GatewayOut, port), 10*time.Second); err != nil {
+			p.Signal(syscall.SIGKILL, time.Second)
+			return nil, fmt.Errorf("ftpgate did not start: %w: %s", err, p.Stderr.String())
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,290 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
+)
+
+// maxStrangers bounds how many data connections from unexpected addresses
+// one data listener turns away before it gives up.
+const maxStrangers = 16
+
+// dataListener is a listening socket on a port taken from a pool. Close
+// closes it and returns the port; the session's end does the same.
+type dataListener struct {
+	ln   *net.TCPListener
+	port uint16
+	pool *nat.PortPool
+	once sync.Once
+	stop func() bool // unregisters the session-end hook
+}
+
+// listenData listens on ip at a free port of pool. Ports that another
+// program holds are skipped, a bounded number of times.
+func (ss *session) listenData(ip netip.Addr, pool *nat.PortPool) (*dataListener, error) {
+	tries := min(pool.Range().Len(), 32)
+	for range tries {
+		port, err := pool.Take()
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", ip, err)
+		}
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
+		if err != nil {
+			pool.Release(port)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
+			return nil, fmt.Errorf("listening on %s port %d: %w", ip, port, err)
+		}
+		dl := &dataListener{ln: ln, port: port, pool: pool}
+		dl.stop = context.AfterFunc(ss.ctx, dl.Close)
+		return dl, nil
+	}
+	return nil, fmt.Errorf("listening on %s: no free port in %s after %d tries", ip, pool.Range(), tries)
+}
+
+// Close closes the listener and returns its port to the pool. It is
+// idempotent.
+func (dl *dataListener) Close() {
+	dl.once.Do(func() {
+		dl.stop()
+		dl.ln.Close()
+		dl.pool.Release(dl.port)
+	})
+}
+
+// dataEnd is how ftpgate gets one end of a data connection: it accepts on ln
+// (from peer only) or dials dialTo from the local address from.
+type dataEnd struct {
+	ln     *dataListener
+	peer   netip.Addr
+	dialTo netip.AddrPort
+	from   netip.Addr
+}
+
+func (e dataEnd) String() string {
+	if e.ln != nil {
+		return fmt.Sprintf("listen %s from %s", e.ln.ln.Addr(), e.peer)
+	}
+	return "dial " + e.dialTo.String()
+}
+
+func (e dataEnd) close() {
+	if e.ln != nil {
+		e.ln.Close()
+	}
+}
+
+// dataLink is one data connection negotiated on a session: it obtains both
+// ends, copies between them and closes them. It is owned by its own
+// goroutine (run); its context, a child of the session's, closes everything
+// it holds when cancelled.
+type dataLink struct {
+	ss             *session
+	id             int
+	client, server dataEnd
+	ctx            context.Context
+	cancel         context.CancelCauseFunc
+	timer          *time.Timer // cancels the link if it is not established in time
+
+	command string // the transfer command that used it; guarded by ss.mu
+}
+
+// startLinkLocked starts a dataLink. It runs with ss.mu held.
+func (ss *session) startLinkLocked(ce, se dataEnd) *dataLink {
+	ss.linkSeq++
+	l := &dataLink{ss: ss, id: ss.linkSeq, client: ce, server: se}
+	l.ctx, l.cancel = context.WithCancelCause(ss.ctx)
+	l.timer = time.AfterFunc(ss.srv.dataTimeout(), func() { l.cancel(errDataTimeout) })
+	ss.links++
+	ss.wg.Add(1)
+	go l.run()
+	return l
+}
+
+// useLocked records the transfer command that uses the link and restarts
+// its establishment timer. It runs with ss.mu held.
+func (l *dataLink) useLocked(command string, timeout time.Duration) {
+	l.command = command
+	l.timer.Reset(timeout)
+}
+
+func (l *dataLink) run() {
+	ss := l.ss
+	defer ss.wg.Done()
+	defer func() {
+		l.timer.Stop()
+		l.cancel(nil)
+		l.client.close()
+		l.server.close()
+		ss.mu.Lock()
+		ss.links--
+		if ss.plan == l {
+			ss.plan = nil
+		}
+		ss.mu.Unlock()
+	}()
+	cc, sc, err := l.establish()
+	if err != nil {
+		ss.mu.Lock()
+		cmd := l.command
+		ss.mu.Unlock()
+		if cmd == "" && (errors.Is(err, errReplaced) || errors.Is(err, errDataTimeout)) {
+			ss.log.Debug("data connection unused", "link", l.id, "err", err)
+			return
+		}
+		ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
+		return
+	}
+	l.timer.Stop()
+	l.relay(cc, sc)
+}
+
+// establish obtains both ends concurrently. If either fails, the other is
+// abandoned and any connection already made is reset, so that the server
+// reports the failed transfer instead of seeing a clean, empty one.
+func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
+	type result struct {
+		c   *net.TCPConn
+		err error
+	}
+	serverc := make(chan result, 1)
+	go func() {
+		c, err := l.obtain(l.server, "server")
+		if err != nil {
+			l.cancel(err)
+		}
+		serverc <- result{c, err}
+	}()
+	cc, cerr := l.obtain(l.client, "client")
+	if cerr != nil {
+		l.cancel(cerr)
+	}
+	sr := <-serverc
+	sc = sr.c
+	if cerr != nil || sr.err != nil {
+		abort(cc)
+		abort(sc)
+		return nil, nil, errors.Join(cerr, sr.err)
+	}
+	return cc, sc, nil
+}
+
+// obtain accepts or dials one end of the link.
+func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
+	if e.ln == nil {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(e.from, 0))}
+		c, err := d.DialContext(l.ctx, "tcp", e.dialTo.String())
+		if err != nil {
+			if l.ctx.Err() != nil {
+				err = context.Cause(l.ctx)
+			}
+			return nil, fmt.Errorf("dialing %s at %s: %w", side, e.dialTo, err)
+		}
+		return c.(*net.TCPConn), nil
+	}
+	stop := context.AfterFunc(l.ctx, e.ln.Close)
+	defer stop()
+	// One connection per negotiation: the listener closes once it is made.
+	defer e.ln.Close()
+	for range maxStrangers {
+		c, err := e.ln.ln.AcceptTCP()
+		if err != nil {
+			if l.ctx.Err() != nil {
+				err = context.Cause(l.ctx)
+			}
+			return nil, fmt.Errorf("accepting %s on %s: %w", side, e.ln.ln.Addr(), err)
+		}
+		from := addrPortOf(c.RemoteAddr())
+		if from.Addr() == e.peer {
+			return c, nil
+		}
+		// SECURITY: a data connection from anyone but the expected peer is
+		// closed and logged (port theft, DESIGN.md section 5, item 1).
+		l.ss.log.Warn("data connection refused", "reason", "theft", "link", l.id,
+			"side", side, "from", from.String(), "expected", e.peer.String())
+		abort(c)
+	}
+	return nil, fmt.Errorf("accepting %s on %s: %d connections from unexpected addresses", side, e.ln.ln.Addr(), maxStrangers)
+}
+
+// relay copies between the client's and the server's data connections until
+// both directions are done, then closes both and logs one transfer line.
+func (l *dataLink) relay(cc, sc *net.TCPConn) {
+	ss := l.ss
+	ss.transfers.Add(1)
+	defer ss.transfers.Add(-1)
+	stop := context.AfterFunc(l.ctx, func() { abort(cc); abort(sc) })
+	defer stop()
+
+	start := time.Now()
+	var toServer int64
+	var upErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		toServer, upErr = l.copyData(sc, cc)
+	}()
+	toClient, downErr := l.copyData(cc, sc)
+	<-done
+	outcome := "ok"
+	if err := errors.Join(downErr, upErr); err != nil {
+		outcome = "aborted"
+		if l.ctx.Err() != nil {
+			err = context.Cause(l.ctx)
+		}
+		ss.log.Debug("data connection aborted", "link", l.id, "err", err)
+	}
+	cc.Close()
+	sc.Close()
+	ss.mu.Lock()
+	cmd := l.command
+	ss.mu.Unlock()
+	ss.log.Info("transfer", "link", l.id, "command", cmd,
+		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
+		"bytes_to_client", toClient, "bytes_to_server", toServer,
+		"seconds", time.Since(start).Seconds(), "outcome", outcome)
+}
+
+// copyData copies src to dst. io.Copy between two *net.TCPConn splices on
+// Linux: the data never enters user space. On EOF it half-closes dst, and
+// bounds how long the other direction may take to finish; on an error it
+// resets both connections, so that neither peer mistakes an aborted
+// transfer for a complete one.
+func (l *dataLink) copyData(dst, src *net.TCPConn) (int64, error) {
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The other direction ended cleanly and this one had nothing
+			// more to say (a receiver that does not close).
+			return n, nil
+		}
+		abort(dst)
+		abort(src)
+		return n, fmt.Errorf("copying %s to %s: %w", src.RemoteAddr(), dst.RemoteAddr(), err)
+	}
+	dst.CloseWrite()
+	// FTP data flows one way; the receiver closes once it sees EOF. Do not
+	// wait for it forever.
+	dst.SetReadDeadline(time.Now().Add(l.ss.srv.dataTimeout()))
+	return n, nil
+}
+
+// abort resets c (RST instead of FIN) and closes it. c may be nil.
+func abort(c *net.TCPConn) {
+	if c == nil {
+		return
+	}
+	c.SetLinger(0)
+	c.Close()
+}

@@ -1,0 +1,234 @@
+// Package proxy is ftpgate's FTP application-layer gateway: it accepts FTP
+// control connections, proxies each to its upstream server as one session,
+// rewrites the address-bearing commands and replies (PORT, EPRT, PASV, EPSV,
+// 227, 229), and relays the data connections they negotiate.
+//
+// A session is one goroutine tree owned by one context: when the session
+// ends, for whatever reason, one cancel closes both control connections,
+// every data listener and data connection it opened, and returns every port
+// it took to its pool.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
+)
+
+// ServerMode says how ftpgate asks the upstream server for data connections,
+// whatever the client chose.
+type ServerMode int
+
+const (
+	// SameMode asks the server the way the client asked ftpgate: passive
+	// for PASV/EPSV, active for PORT/EPRT.
+	SameMode ServerMode = iota
+	// PassiveMode always sends the server PASV (or EPSV); ftpgate dials it.
+	PassiveMode
+	// ActiveMode always sends the server PORT (or EPRT); the server dials
+	// ftpgate.
+	ActiveMode
+)
+
+// String returns the configuration name of m.
+func (m ServerMode) String() string {
+	switch m {
+	case SameMode:
+		return "same"
+	case PassiveMode:
+		return "passive"
+	case ActiveMode:
+		return "active"
+	}
+	return fmt.Sprintf("ServerMode(%d)", int(m))
+}
+
+// Default values used where a Server field is zero.
+const (
+	DefaultIdleTimeout  = 15 * time.Minute
+	DefaultDataTimeout  = 30 * time.Second
+	DefaultMaxLineBytes = 4096
+	// maxLinksPerSession bounds the data connections one session may have
+	// negotiated but not yet established (DESIGN.md section 5, item 6).
+	maxLinksPerSession = 4
+	// closeGrace is how long a session waits, after one side of the control
+	// channel has closed, for the other side to close too.
+	closeGrace = 5 * time.Second
+)
+
+// Server proxies the FTP control connections accepted on one listener to one
+// upstream server (reverse mode). Its fields are read-only once Serve is
+// called; a Server must not be copied after first use.
+type Server struct {
+	// Name labels the listener in logs.
+	Name string
+
+	// Upstream is the FTP server's host:port.
+	Upstream string
+
+	// ServerMode is how ftpgate asks the server for data connections.
+	ServerMode ServerMode
+
+	// ClientAddress is written in 227 replies to clients. If zero, the
+	// address the client connected to is used. Data listeners for clients
+	// always bind the address the client connected to.
+	ClientAddress netip.Addr
+
+	// ClientPorts are the ports ftpgate listens on for clients' data
+	// connections (passive mode towards the client). Required.
+	ClientPorts *nat.PortPool
+
+	// ServerAddress is written in PORT/EPRT commands to the server. If zero,
+	// the local address of the upstream control connection is used.
+	ServerAddress netip.Addr
+
+	// ServerPorts are the ports ftpgate listens on for the server's data
+	// connections (active mode towards the server). Required.
+	ServerPorts *nat.PortPool
+
+	// IdleTimeout closes a session whose client sends nothing for this long
+	// while no transfer runs. If zero, DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	// DataTimeout bounds dialing the upstream server and establishing each
+	// data connection (counted from the 227/PORT reply, and again from the
+	// transfer command). If zero, DefaultDataTimeout.
+	DataTimeout time.Duration
+
+	// MaxLineBytes is the longest control line accepted, terminator
+	// included. A longer client line is answered with 500 and the session
+	// closed. If zero, DefaultMaxLineBytes.
+	MaxLineBytes int
+
+	// Limiter admits sessions; share one among the listeners of a process.
+	// If nil, sessions are not limited.
+	Limiter *SessionLimiter
+
+	// Logger receives the server's and its sessions' logs. If nil, logs are
+	// discarded.
+	Logger *slog.Logger
+
+	// Dial connects to the upstream server. If nil, a net.Dialer is used.
+	// The returned connection must be a *net.TCPConn for data relaying to
+	// use splice(2); the control connection may be any net.Conn.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	wg sync.WaitGroup // one per running session
+}
+
+// Serve accepts control connections on ln and runs one session for each
+// until ctx is done. Then it closes ln, ends every session (their clients
+// are told 421) and returns once all have finished. Serve always returns a
+// non-nil error: ctx's cause after a shutdown, or the accept error.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.ClientPorts == nil || s.ServerPorts == nil {
+		return errors.New("proxy: Server needs ClientPorts and ServerPorts")
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer s.wg.Wait()
+	var delay time.Duration // back-off for temporary accept errors, as net/http does
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && !errors.Is(err, net.ErrClosed) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("accepting control connection", "listener", s.Name, "err", err, "retry_in", delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				}
+			}
+			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.serveConn(ctx, c)
+	}
+}
+
+// serveConn runs in its own goroutine and owns c until it returns.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer s.wg.Done()
+	client := addrPortOf(c.RemoteAddr())
+	log := s.logger().With("listener", s.Name, "client", client.String())
+	id, release := uint64(0), func() {}
+	if s.Limiter != nil {
+		var err error
+		id, release, err = s.Limiter.Acquire(client.Addr())
+		if err != nil {
+			log.Warn("session refused", "reason", "limit", "err", err)
+			refuse(c, 421, "Too many connections, try again later.")
+			return
+		}
+	}
+	defer release()
+	ss := newSession(s, id, c, log.With("session", id))
+	ss.serve(ctx)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	return cmp0(s.IdleTimeout, DefaultIdleTimeout)
+}
+
+func (s *Server) dataTimeout() time.Duration {
+	return cmp0(s.DataTimeout, DefaultDataTimeout)
+}
+
+func (s *Server) maxLineBytes() int {
+	return cmp0(s.MaxLineBytes, DefaultMaxLineBytes)
+}
+
+func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.Dial != nil {
+		return s.Dial(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// cmp0 returns v, or def if v is the zero value.
+func cmp0[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// refuse writes one reply to a connection that gets no session and closes it.
+func refuse(c net.Conn, code int, text string) {
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, "%d %s\r\n", code, text)
+	c.Close()
+}
+
+// addrPortOf returns the address of a TCP net.Addr, unmapped, or the zero
+// AddrPort for other kinds of address.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,388 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ftpgate/ftpgate/proxy/ftp"
+)
+
+// ErrShutdown is the cancel cause that tells sessions the process is
+// stopping: their clients get a 421 reply before the connection closes.
+var ErrShutdown = errors.New("ftpgate is shutting down")
+
+// Causes of a session's or a data link's end, as reported in logs.
+var (
+	errCloseGrace  = errors.New("peer did not close the control connection in time")
+	errDataTimeout = errors.New("data connection not established in time")
+	errReplaced    = errors.New("replaced by a newer PASV/PORT")
+	errBadServer   = errors.New("bad reply from server")
+)
+
+// session is one control connection from a client, proxied to the upstream
+// server, with every data connection negotiated on it.
+//
+// Goroutines: serve (the owner) runs pumpCommands (client -> server) and
+// pumpReplies (server -> client), and each negotiated data connection runs in
+// a dataLink goroutine. All of them derive from ctx; serve returns only after
+// every one has ended.
+type session struct {
+	srv *Server
+	id  uint64
+	log *slog.Logger
+
+	client net.Conn
+	server net.Conn // set once dialed, before the pumps start
+
+	clientPeer, clientLocal netip.AddrPort
+	serverPeer, serverLocal netip.AddrPort
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // running dataLinks
+
+	transfers atomic.Int32 // data connections copying right now
+
+	// mu guards everything below and every write to the client, so that
+	// replies reach the client whole and in the order of the commands.
+	mu sync.Mutex
+	// replies holds what each command sent to the server (or answered by
+	// ftpgate) is waiting for, in command order: the head is answered by the
+	// server's next final reply, or is a reply ftpgate sends itself.
+	replies []expectation
+	held    []byte    // lines of an intercepted reply read so far
+	plan    *dataLink // negotiated and not yet used by a transfer command
+	// negotiating counts intercepted PASV/PORT commands whose server reply
+	// has not arrived; a transfer command sent meanwhile (pipelined) will
+	// use the link that reply creates.
+	negotiating int
+	useNext     string // transfer command waiting for the link being negotiated
+	links       int    // dataLinks not yet finished
+	linkSeq     int
+}
+
+// expectation is what one command in flight waits for.
+type expectation struct {
+	verb string
+	// local, if non-nil, is a reply ftpgate sends itself, in turn; it
+	// consumes no server reply.
+	local []byte
+	// intercept, if non-nil, receives the server's complete final reply
+	// (all lines, raw) and its code, and returns what the client gets
+	// instead. It runs with mu held.
+	intercept func(reply []byte, code int) []byte
+}
+
+func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
+	setOOBInline(c, log)
+	return &session{
+		srv:         srv,
+		id:          id,
+		log:         log,
+		client:      c,
+		clientPeer:  addrPortOf(c.RemoteAddr()),
+		clientLocal: addrPortOf(c.LocalAddr()),
+	}
+}
+
+// serve runs the session to its end and releases everything it opened.
+func (ss *session) serve(parent context.Context) {
+	ss.ctx, ss.cancel = context.WithCancelCause(parent)
+	start := time.Now()
+	ss.log.Info("session started", "local", ss.clientLocal.String())
+	err := ss.run()
+	ss.cancel(err)
+	ss.wg.Wait()
+	ss.client.Close()
+	if ss.server != nil {
+		ss.server.Close()
+	}
+	attrs := []any{"seconds", time.Since(start).Seconds()}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	ss.log.Info("session ended", attrs...)
+}
+
+func (ss *session) run() error {
+	ctx := ss.ctx
+	dialCtx, cancelDial := context.WithTimeout(ctx, ss.srv.dataTimeout())
+	up, err := ss.srv.dial(dialCtx, "tcp", ss.srv.Upstream)
+	cancelDial()
+	if err != nil {
+		ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
+		return fmt.Errorf("dialing upstream %s: %w", ss.srv.Upstream, err)
+	}
+	ss.server = up
+	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
+	ss.log = ss.log.With("server", ss.serverPeer.String())
+	ss.replies = append(ss.replies, expectation{verb: "(greeting)"})
+
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), ErrShutdown) && ss.mu.TryLock() {
+			ss.writeClientLocked(ftp.AppendReply(nil, 421, "Service closing control connection, ftpgate is shutting down."))
+			ss.mu.Unlock()
+		}
+		ss.client.Close()
+		up.Close()
+	})
+	defer stop()
+
+	errc := make(chan error, 2)
+	go ss.pumpCommands(errc)
+	go ss.pumpReplies(errc)
+	err = <-errc
+	if err != nil {
+		ss.cancel(err)
+	}
+	// One side closed cleanly: let the other finish (the 221 after QUIT).
+	t := time.AfterFunc(closeGrace, func() { ss.cancel(errCloseGrace) })
+	err2 := <-errc
+	t.Stop()
+	if err == nil {
+		err = err2
+	}
+	if err == nil && ctx.Err() != nil {
+		err = context.Cause(ctx)
+	}
+	return err
+}
+
+// pumpCommands copies commands from the client to the server, intercepting
+// the address-bearing ones. It is a method, not a closure, so that it has a
+// name in stack dumps.
+func (ss *session) pumpCommands(errc chan<- error) {
+	errc <- ss.readCommands()
+}
+
+// pumpReplies copies replies from the server to the client, rewriting the
+// ones that answer intercepted commands.
+func (ss *session) pumpReplies(errc chan<- error) {
+	errc <- ss.readReplies()
+}
+
+func (ss *session) readCommands() error {
+	idle := ss.srv.idleTimeout()
+	lr := ftp.NewLineReader(ss.client, ss.srv.maxLineBytes())
+	for {
+		ss.client.SetReadDeadline(time.Now().Add(idle))
+		line, err := lr.ReadLine()
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil:
+			if ss.transfers.Load() > 0 {
+				continue // the control channel is quiet during transfers
+			}
+			ss.replyNow(421, "Idle timeout, closing control connection.")
+			return fmt.Errorf("client idle for %s: %w", idle, err)
+		case errors.Is(err, ftp.ErrLineTooLong):
+			ss.log.Warn("command refused", "reason", "line_too_long", "max_bytes", ss.srv.maxLineBytes())
+			ss.replyNow(500, "Line too long.")
+			return fmt.Errorf("reading command: %w", err)
+		case errors.Is(err, io.EOF):
+			closeWrite(ss.server)
+			return nil
+		default:
+			closeWrite(ss.server)
+			return fmt.Errorf("reading command: %w", err)
+		}
+		if err := ss.handleCommand(line); err != nil {
+			return err
+		}
+	}
+}
+
+func (ss *session) readReplies() error {
+	rr := ftp.NewReplyReader(ss.server, ss.srv.maxLineBytes())
+	for {
+		rl, err := rr.Next()
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			ss.mu.Lock()
+			closeWrite(ss.client)
+			ss.mu.Unlock()
+			return nil
+		case errors.Is(err, ftp.ErrBadReply), errors.Is(err, ftp.ErrLineTooLong):
+			ss.log.Warn("bad reply from server", "err", err)
+			ss.replyNow(421, "Service not available, bad reply from the FTP server.")
+			return fmt.Errorf("%w: %w", errBadServer, err)
+		default:
+			return fmt.Errorf("reading reply: %w", err)
+		}
+		if err := ss.handleReplyLine(rl); err != nil {
+			return err
+		}
+	}
+}
+
+// handleCommand forwards one command line to the server, answers it itself,
+// or rewrites it.
+func (ss *session) handleCommand(line []byte) error {
+	cmd := ftp.ParseCommand(line)
+	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
+		arg := cmd.Arg
+		if cmd.Verb == "PASS" {
+			arg = "****"
+		}
+		ss.log.Debug("client command", "verb", cmd.Verb, "arg", arg)
+	}
+	switch cmd.Verb {
+	case "PASV", "EPSV":
+		if cmd.Verb == "EPSV" && strings.EqualFold(cmd.Arg, "ALL") {
+			// RFC 2428 section 4: the client promises to use EPSV only.
+			// ftpgate keeps its own freedom towards the server, so it
+			// answers this itself.
+			ss.replyLocal(200, "EPSV ALL ok.")
+			return nil
+		}
+		return ss.negotiatePassive(cmd)
+	case "PORT", "EPRT":
+		return ss.negotiateActive(cmd)
+	case "LPRT", "LPSV":
+		// DESIGN.md section 5, item 4: never pass an address-bearing
+		// command through unrewritten.
+		ss.log.Warn("command refused", "reason", "unsupported", "verb", cmd.Verb)
+		ss.replyLocal(502, "Command not implemented, use EPRT or EPSV.")
+		return nil
+	case "REIN":
+		ss.dropPlan(errors.New("REIN"))
+	}
+	if ftp.IsTransferCommand(cmd.Verb) && !ss.useLink(cmd) {
+		ss.replyLocal(425, "Use PORT or PASV first.")
+		return nil
+	}
+	return ss.forward(line, expectation{verb: cmd.Verb})
+}
+
+// forward sends a command line to the server and queues what it waits for.
+// Only the command pump writes to the server, so order is kept.
+func (ss *session) forward(line []byte, exp expectation) error {
+	ss.mu.Lock()
+	ss.replies = append(ss.replies, exp)
+	ss.mu.Unlock()
+	ss.server.SetWriteDeadline(time.Now().Add(ss.srv.idleTimeout()))
+	if _, err := ss.server.Write(line); err != nil {
+		return fmt.Errorf("sending %s to server: %w", exp.verb, err)
+	}
+	return nil
+}
+
+// replyLocal queues a reply that ftpgate gives itself, sent once every
+// earlier command has been answered.
+func (ss *session) replyLocal(code int, text string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.replies = append(ss.replies, expectation{local: ftp.AppendReply(nil, code, text)})
+	ss.deliverLocalLocked()
+}
+
+// replyNow writes a reply at once, out of turn: for replies that end the
+// session.
+func (ss *session) replyNow(code int, text string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.writeClientLocked(ftp.AppendReply(nil, code, text))
+}
+
+// deliverLocalLocked sends the local replies at the head of the queue.
+func (ss *session) deliverLocalLocked() {
+	for len(ss.replies) > 0 && ss.replies[0].local != nil {
+		ss.writeClientLocked(ss.replies[0].local)
+		ss.popLocked()
+	}
+}
+
+func (ss *session) popLocked() expectation {
+	exp := ss.replies[0]
+	ss.replies[0] = expectation{}
+	ss.replies = ss.replies[1:]
+	return exp
+}
+
+// writeClientLocked writes to the client; a failed write ends the session.
+func (ss *session) writeClientLocked(b []byte) error {
+	ss.client.SetWriteDeadline(time.Now().Add(ss.srv.idleTimeout()))
+	if _, err := ss.client.Write(b); err != nil {
+		err = fmt.Errorf("writing to client: %w", err)
+		if ss.cancel != nil {
+			ss.cancel(err)
+		}
+		return err
+	}
+	return nil
+}
+
+// handleReplyLine passes one reply line to the client, or holds it when it
+// belongs to a reply that ftpgate rewrites.
+func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	final := rl.Last && !ftp.IsPreliminary(rl.Code)
+	if len(ss.replies) == 0 || ss.replies[0].intercept == nil || ftp.IsPreliminary(rl.Code) {
+		if err := ss.writeClientLocked(rl.Raw); err != nil {
+			return err
+		}
+		if final && len(ss.replies) > 0 {
+			ss.popLocked()
+			ss.deliverLocalLocked()
+		}
+		return nil
+	}
+	ss.held = append(ss.held, rl.Raw...)
+	if len(ss.held) > 4*ss.srv.maxLineBytes() {
+		ss.writeClientLocked(ftp.AppendReply(nil, 421, "Service not available, bad reply from the FTP server."))
+		return fmt.Errorf("%w: reply to %s longer than %d bytes", errBadServer, ss.replies[0].verb, len(ss.held))
+	}
+	if !final {
+		return nil
+	}
+	exp := ss.popLocked()
+	out := exp.intercept(ss.held, rl.Code)
+	ss.held = ss.held[:0]
+	if err := ss.writeClientLocked(out); err != nil {
+		return err
+	}
+	ss.deliverLocalLocked()
+	return nil
+}
+
+// closeWrite half-closes c where it can, so the peer sees EOF while replies
+// still flow the other way.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// setOOBInline keeps TCP urgent data in the stream: a client's ABOR is sent
+// as "IAC IP IAC DM ABOR" with the DM as urgent data (RFC 959 section 4.1.3),
+// and by default Linux takes the urgent byte out of the stream, which would
+// corrupt the line that ftpgate forwards.
+func setOOBInline(c net.Conn, log *slog.Logger) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1)
+	}); err != nil || serr != nil {
+		log.Debug("setting SO_OOBINLINE", "err", errors.Join(err, serr))
+	}
+}
