@@ -189,6 +189,7 @@ func (ss *session) readCommands() error {
 		case errors.Is(err, ftp.ErrLineTooLong):
 			ss.log.Warn("command refused", "reason", "line_too_long", "max_bytes", ss.srv.maxLineBytes())
 			ss.replyNow(500, "Line too long.")
+			ss.drainClient()
 			return fmt.Errorf("reading command: %w", err)
 		case errors.Is(err, io.EOF):
 			closeWrite(ss.server)
@@ -356,6 +357,18 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	}
 	ss.deliverLocalLocked()
 	return nil
+}
+
+// drainClient half-closes the client connection after a final reply and
+// discards what the client still sends, for a bounded time and amount.
+// Closing a socket with unread input makes the kernel send a reset, which
+// can destroy the reply before the client reads it.
+func (ss *session) drainClient() {
+	ss.mu.Lock()
+	closeWrite(ss.client)
+	ss.mu.Unlock()
+	ss.client.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, ss.client, 4<<20)
 }
 
 // closeWrite half-closes c where it can, so the peer sees EOF while replies

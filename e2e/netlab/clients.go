@@ -39,7 +39,10 @@ type Client struct {
 	// Want must appear in the client's protocol log (the data command it
 	// really sent); Avoid must not (a silent fallback, e.g. EPSV to PASV).
 	Want, Avoid string
-	argv        func(h *HomeRouter, host string, port int, op Op, remote, local string) []string
+	// Args are extra options put right after the program name (for curl,
+	// e.g. "--limit-rate 1M").
+	Args []string
+	argv func(h *HomeRouter, host string, port int, op Op, remote, local string) []string
 }
 
 // Clients is the client matrix: curl, lftp and Python's ftplib, passive and
@@ -111,7 +114,7 @@ func lftp(settings string) func(h *HomeRouter, host string, port int, op Op, rem
 func ftplib(mode string, opts ...string) func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 	return func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 		ops := map[Op]string{OpList: "list", OpRetr: "retr", OpStor: "stor", OpResume: "resume"}
-		args := []string{"python3", h.ftpclientScript(), host, strconv.Itoa(port), mode, ops[op], remote, local}
+		args := []string{"python3", h.PythonClient(), host, strconv.Itoa(port), mode, ops[op], remote, local}
 		return append(args, opts...)
 	}
 }
@@ -160,6 +163,7 @@ func (h *HomeRouter) Do(c Client, host string, port int, op Op) Cell {
 		}
 	}
 	argv := c.argv(h, host, port, op, remote, local)
+	argv = append(append([]string{argv[0]}, c.Args...), argv[1:]...)
 	start := time.Now()
 	stdout, stderr, err := h.Client.Exec(90*time.Second, nil, argv[0], argv[1:]...)
 	cell.Elapsed = time.Since(start)
@@ -214,8 +218,9 @@ func (h *HomeRouter) uploadSource() (string, error) {
 	return WriteRandomFile(path, BigSize)
 }
 
-// ftpclientScript writes ftpclient.py into the lab once and returns its path.
-func (h *HomeRouter) ftpclientScript() string {
+// PythonClient writes ftpclient.py (a client on Python's ftplib) into the lab
+// once and returns its path.
+func (h *HomeRouter) PythonClient() string {
 	path := filepath.Join(h.Dir, "ftpclient.py")
 	if _, err := os.Stat(path); err != nil {
 		os.WriteFile(path, ftpclientPy, 0o644)

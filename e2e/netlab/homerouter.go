@@ -291,6 +291,38 @@ func (h *HomeRouter) StrayPackets() (int, error) {
 	return total, nil
 }
 
+// VsftpdPID is the process ID of the listening vsftpd; its children are the
+// per-session processes.
+func (h *HomeRouter) VsftpdPID() int { return h.vsftpd.PID() }
+
+// KillVsftpdSessions kills (SIGKILL) every descendant of the listening
+// vsftpd, that is every FTP session the server runs, and returns how many
+// processes it killed.
+func (h *HomeRouter) KillVsftpdSessions() (int, error) {
+	out, err := exec.Command("ps", "-e", "-o", "pid=,ppid=").Output()
+	if err != nil {
+		return 0, fmt.Errorf("listing processes: %w", err)
+	}
+	children := map[int][]int{}
+	for line := range strings.Lines(string(out)) {
+		var pid, ppid int
+		if _, err := fmt.Sscan(line, &pid, &ppid); err == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	n := 0
+	var kill func(int)
+	kill = func(parent int) {
+		for _, pid := range children[parent] {
+			syscall.Kill(pid, syscall.SIGKILL)
+			n++
+			kill(pid)
+		}
+	}
+	kill(h.vsftpd.PID())
+	return n, nil
+}
+
 // Close stops vsftpd and removes the network.
 func (h *HomeRouter) Close() error {
 	return h.Lab.Close()

@@ -1,0 +1,56 @@
+# ftpgate. The two commands of the README:
+#   sudo make demo   build ftpgate and run it on its built-in network
+#   sudo make test   run every test: unit, fuzz seeds, end to end in namespaces
+
+SHELL    := /bin/bash
+GO       ?= go
+export PATH := $(PATH):/usr/local/go/bin
+BIN      := bin/ftpgate
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 60s
+FUZZ     := nat:FuzzParsePORT nat:FuzzParseEPRT nat:FuzzParse227 nat:FuzzParse229 nat:FuzzParsePortRange \
+            proxy/ftp:FuzzParseCommand proxy/ftp:FuzzReplyReader
+
+.PHONY: all build deps lint unit e2e test demo fuzz check-config clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ftpgate
+
+deps:
+	e2e/install-deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
+
+# Unit and loopback tests (fuzz seed corpora replay here too).
+unit:
+	$(GO) test -race -count=1 ./...
+
+# End-to-end tests in network namespaces: needs root; fails (never skips)
+# when it cannot run.
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok|panic)|_test.go' ; \
+	  exit $${PIPESTATUS[0]}
+
+test: deps lint unit e2e
+
+demo: deps build
+	$(GO) run ./e2e/demo -ftpgate $(BIN)
+
+# Each fuzz target for FUZZTIME.
+fuzz:
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run=NONE -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) ./$$pkg/ || exit 1; done
+
+check-config: build
+	$(BIN) check --config deploy/config.example.yaml
+
+clean:
+	rm -rf bin e2e.log
