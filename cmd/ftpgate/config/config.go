@@ -169,8 +169,9 @@ type Limits struct {
 	// positive. In YAML a duration needs a unit: "90s", "15m", "1h".
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// DataTimeout is how long an announced data connection may take to be
-	// opened, and how long an open one may stay silent. Default 30s; must be
-	// positive.
+	// opened, counted from the reply that announced it and again from the
+	// transfer command; it also bounds dialing the server. Default 30s; must
+	// be positive.
 	DataTimeout time.Duration `yaml:"data_timeout"`
 	// MaxLineBytes is the longest control-channel line accepted, in bytes,
 	// line ending included; a session sending a longer one is closed.
