@@ -12,7 +12,7 @@ FUZZTIME ?= 60s
 FUZZ     := nat:FuzzParsePORT nat:FuzzParseEPRT nat:FuzzParse227 nat:FuzzParse229 nat:FuzzParsePortRange \
             proxy/ftp:FuzzParseCommand proxy/ftp:FuzzReplyReader
 
-.PHONY: all build deps lint unit e2e test demo fuzz check-config clean
+.PHONY: all build deps lint unit integration e2e test demo fuzz bench-pinholes check-config clean
 
 all: build
 
@@ -27,10 +27,24 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
+	$(GO) vet -tags integration ./rules/...
 
 # Unit and loopback tests (fuzz seed corpora replay here too).
 unit:
 	$(GO) test -race -count=1 ./...
+
+# The iptables backend against the real kernel, both variants (nft and
+# legacy), in a fresh network namespace that vanishes with the process:
+# never in this machine's own firewall. Needs root.
+integration:
+	$(GO) test -c -tags integration -o bin/rules.test ./rules
+	unshare --net -- bin/rules.test -test.v -test.count=1 2>&1 | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok|panic)|_test.go' ; \
+	  exit $${PIPESTATUS[0]}
+
+# Pinhole open+close latency with the real backend, in a fresh namespace.
+bench-pinholes:
+	$(GO) test -c -tags integration -o bin/rules.test ./rules
+	unshare --net -- bin/rules.test -test.run=NONE -test.bench=. -test.benchtime=200x
 
 # End-to-end tests in network namespaces: needs root; fails (never skips)
 # when it cannot run.
@@ -38,7 +52,7 @@ e2e:
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
 
-test: deps lint unit e2e
+test: deps lint unit integration e2e
 
 demo: deps build
 	$(GO) run ./e2e/demo -ftpgate $(BIN)

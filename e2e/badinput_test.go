@@ -6,6 +6,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,8 +19,10 @@ import (
 	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
-// spareConfig runs one listener in server_mode same on portSpare.
-const spareConfig = `
+// spareConfig is one listener in server_mode same on portSpare, with the
+// given firewall section.
+func spareConfig(firewall string) string {
+	return `
 listeners:
   - name: spare
     listen: 198.19.0.1:2123
@@ -25,14 +30,18 @@ listeners:
     data: {client_ports: 40300-40399, server_ports: 50300-50399}
 limits: {idle_timeout: 2m, data_timeout: 5s}
 log: {level: debug, format: text}
-`
+firewall: ` + firewall + "\n"
+}
+
+// withPinholes is the firewall section of the end-to-end configurations.
+const withPinholes = "{backend: iptables, pinhole_ttl: 10s}"
 
 // TestBadInput sends hostile commands on one session against the real
 // vsftpd, while another session transfers a file: each gets a clear reply,
 // the overlong line ends that session alone, the transfer is unharmed, and
 // nothing stays behind.
 func TestBadInput(t *testing.T) {
-	gw := startFtpgate(t, spareConfig, portSpare)
+	gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
 	baseline := openFDs(t, gw)
 
 	transfer := make(chan netlab.Cell, 1)
@@ -87,47 +96,59 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestPortTheft: a fourth host connects to the data port that ftpgate
-// advertised before the client does. ftpgate closes that connection without
-// sending a byte, logs it, and the client's transfer still works.
+// advertised, before the client does.
+//
+// With the iptables backend the kernel drops it: the pinhole admits the
+// client alone. With no firewall managed (a Kubernetes sidecar; here the
+// test opens the port range statically) ftpgate itself resets it without
+// sending a byte and logs it. Either way the client's transfer works.
 func TestPortTheft(t *testing.T) {
-	gw := startFtpgate(t, spareConfig, portSpare)
-	baseline := openFDs(t, gw)
-	local := filepath.Join(net4.Dir, "client", "theft.bin")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	client := net4.Client.Command(ctx, "python3", net4.PythonClient(),
-		netlab.GatewayOut, strconv.Itoa(portSpare), "passive", "thief", netlab.BigFile, local, "--strict")
-	client.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := client.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := client.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	client.Stderr = &stderr
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Kill(-client.Process.Pid, syscall.SIGKILL)
-	port := ""
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "DATAPORT" {
-			port = f[1]
-			break
+	t.Run("iptables", func(t *testing.T) {
+		gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
+		baseline := openFDs(t, gw)
+		c := startPaused(t, portSpare)
+		if got := thief(t, c.Port); got != "timeout" {
+			t.Errorf("the thief's connection: %s, want a timeout (SYN dropped by the kernel)", got)
 		}
-	}
-	if port == "" {
-		t.Fatalf("client printed no DATAPORT: %s", stderr.String())
-	}
+		c.Resume(t)
+		if strings.Contains(gw.Stderr.String(), "reason=theft") {
+			t.Error("the thief reached ftpgate through the firewall")
+		}
+		waitNoPinholes(t)
+		assertNoLeftovers(t, gw, baseline)
+	})
+	t.Run("none", func(t *testing.T) {
+		rule := "INPUT -p tcp --dport 40300:40399 -m conntrack --ctstate NEW -j ACCEPT"
+		if _, err := net4.Gateway.Run("sh", "-c", "iptables -I "+rule); err != nil {
+			t.Fatal(err)
+		}
+		defer net4.Gateway.Run("sh", "-c", "iptables -D "+rule)
+		gw := startFtpgate(t, spareConfig("{backend: none}"), portSpare)
+		baseline := openFDs(t, gw)
+		c := startPaused(t, portSpare)
+		if got := thief(t, c.Port); got != "0" {
+			t.Errorf("the thief received %q bytes, want 0", got)
+		}
+		c.Resume(t)
+		if !strings.Contains(gw.Stderr.String(), "reason=theft") {
+			t.Error("ftpgate did not log the stolen connection (reason=theft)")
+		}
+		assertNoLeftovers(t, gw, baseline)
+	})
+}
 
-	thief := fmt.Sprintf(`
+// thief connects from the thief's namespace to the gateway's port and
+// returns how many bytes it received before the connection closed, or
+// "timeout" if the connection could not be made within 2 s.
+func thief(t *testing.T, port string) string {
+	t.Helper()
+	script := fmt.Sprintf(`
 import socket
-s = socket.create_connection((%q, %s), timeout=10)
+try:
+    s = socket.create_connection((%q, %s), timeout=2)
+except (TimeoutError, socket.timeout):
+    print("timeout")
+    raise SystemExit
 n = 0
 try:
     while True:
@@ -139,54 +160,108 @@ except (ConnectionResetError, TimeoutError):
     pass
 print(n)
 `, netlab.GatewayOut, port)
-	got, errOut, err := net4.Thief.Exec(30*time.Second, nil, "python3", "-c", thief)
+	got, errOut, err := net4.Thief.Exec(30*time.Second, nil, "python3", "-c", script)
 	if err != nil {
 		t.Fatalf("thief: %v: %s", err, errOut)
 	}
-	if strings.TrimSpace(got) != "0" {
-		t.Errorf("the thief received %q bytes, want 0", strings.TrimSpace(got))
-	}
+	return strings.TrimSpace(got)
+}
 
-	fmt.Fprintln(stdin) // now the client connects and retrieves
+// pausedClient is ftplib in passive mode, stopped between the 227 reply and
+// its data connection.
+type pausedClient struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Scanner
+	stderr strings.Builder
+	local  string
+	Port   string // the data port from the 227 reply
+}
+
+// startPaused logs in to ftpgate's listener at port, sends PASV and waits
+// until the client has the data port. The client is killed when the test
+// ends.
+func startPaused(t *testing.T, port int) *pausedClient {
+	t.Helper()
+	c := &pausedClient{local: filepath.Join(net4.Dir, "client", fmt.Sprintf("paused-%d.bin", time.Now().UnixNano()))}
+	if err := os.MkdirAll(filepath.Dir(c.local), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	c.cmd = net4.Client.Command(ctx, "python3", net4.PythonClient(),
+		netlab.GatewayOut, strconv.Itoa(port), "passive", "pause", netlab.BigFile, c.local, "--strict")
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.cmd.Stderr = &c.stderr
+	var err error
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL) })
+	c.out = bufio.NewScanner(out)
+	for c.out.Scan() {
+		if f := strings.Fields(c.out.Text()); len(f) == 2 && f[0] == "DATAPORT" {
+			c.Port = f[1]
+			return c
+		}
+	}
+	t.Fatalf("client printed no DATAPORT: %s", c.stderr.String())
+	return nil
+}
+
+// Resume lets the client connect and retrieve the big file, and checks it.
+func (c *pausedClient) Resume(t *testing.T) {
+	t.Helper()
+	fmt.Fprintln(c.stdin)
 	go func() {
-		for sc.Scan() {
+		for c.out.Scan() {
 		}
 	}()
-	if err := client.Wait(); err != nil {
-		t.Fatalf("client: %v\n%s", err, stderr.String())
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("client: %v\n%s", err, c.stderr.String())
 	}
-	if sum, err := netlab.FileSHA256(local); err != nil || sum != net4.BigSHA256 {
+	if sum, err := netlab.FileSHA256(c.local); err != nil || sum != net4.BigSHA256 {
 		t.Errorf("retrieved file: sha256 %.12s, err %v; want %.12s", sum, err, net4.BigSHA256)
 	}
-	if !strings.Contains(gw.Stderr.String(), "reason=theft") {
-		t.Error("ftpgate did not log the stolen connection (reason=theft)")
-	}
-	assertNoLeftovers(t, gw, baseline)
 }
 
 // TestPeerVanishes kills the client, then the server's session process, in
 // the middle of a transfer: the session ends, nothing stays behind, and the
 // next transfer works.
 func TestPeerVanishes(t *testing.T) {
-	gw := startFtpgate(t, spareConfig, portSpare)
+	gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
 	baseline := openFDs(t, gw)
 	slow := slowClient()
 
 	t.Run("client", func(t *testing.T) {
 		start := time.Now()
-		// Killed after 2 s of a transfer that would take 100 s.
-		argv := []string{"curl", "-sS", "--limit-rate", "100K", "-o", filepath.Join(net4.Dir, "client", "vanish.bin"),
+		local := filepath.Join(net4.Dir, "client", "vanish.bin")
+		if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Killed after 2 s of a download paced by the client.
+		argv := []string{"curl", "-sS", "--limit-rate", "100K", "-o", local,
 			fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, netlab.BigFile)}
 		_, _, err := net4.Client.Exec(2*time.Second, nil, argv[0], argv[1:]...)
 		if err == nil || time.Since(start) > 10*time.Second {
 			t.Fatalf("the slow transfer was not cut off: %v", err)
 		}
+		waitLog(t, gw, "outcome=aborted", 1)
 		waitLog(t, gw, "session ended", 1)
 	})
 
 	t.Run("server", func(t *testing.T) {
 		done := make(chan netlab.Cell, 1)
-		go func() { done <- net4.Do(slow, netlab.GatewayOut, portSpare, netlab.OpRetr) }()
+		// An upload: curl paces what it sends, and the server reads as it
+		// goes, so the server really is mid-transfer when it dies.
+		go func() { done <- net4.Do(slow, netlab.GatewayOut, portSpare, netlab.OpStor) }()
 		waitLog(t, gw, "session started", 2)
 		time.Sleep(time.Second)
 		// vsftpd runs two processes per session below the listening one:
@@ -197,6 +272,7 @@ func TestPeerVanishes(t *testing.T) {
 		if cell := <-done; cell.Err == nil {
 			t.Fatal("the transfer succeeded although the server vanished")
 		}
+		waitLog(t, gw, "outcome=aborted", 2)
 		waitLog(t, gw, "session ended", 2)
 	})
 

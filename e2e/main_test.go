@@ -50,6 +50,7 @@ listeners:
     data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
+firewall: {backend: iptables, pinhole_ttl: 10s}
 `
 
 func TestMain(m *testing.M) {
@@ -71,7 +72,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 
-	h, err := netlab.NewHomeRouter(portSame, portPassive, portActive, portSpare)
+	h, err := netlab.NewHomeRouter("iptables", portSame, portPassive, portActive, portSpare)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the network:", err)
 		return 1

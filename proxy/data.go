@@ -13,25 +13,30 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/rules"
 )
 
 // maxStrangers bounds how many data connections from unexpected addresses
 // one data listener turns away before it gives up.
 const maxStrangers = 16
 
-// dataListener is a listening socket on a port taken from a pool. Close
-// closes it and returns the port; the session's end does the same.
+// dataListener is a listening socket on a port taken from a pool, with the
+// firewall pinhole that lets its one expected peer reach it. Close closes
+// the socket, removes the pinhole and returns the port; the session's
+// teardown closes every dataListener still open.
 type dataListener struct {
-	ln   *net.TCPListener
-	port uint16
-	pool *nat.PortPool
-	once sync.Once
-	stop func() bool // unregisters the session-end hook
+	ss           *session
+	ln           *net.TCPListener
+	port         uint16
+	pool         *nat.PortPool
+	closePinhole func(context.Context) error
+	once         sync.Once
 }
 
-// listenData listens on ip at a free port of pool. Ports that another
-// program holds are skipped, a bounded number of times.
-func (ss *session) listenData(ip netip.Addr, pool *nat.PortPool) (*dataListener, error) {
+// listenData listens on ip at a free port of pool, and opens the pinhole
+// that admits a connection from peer, before any reply announces the port.
+// Ports that another program holds are skipped, a bounded number of times.
+func (ss *session) listenData(ip netip.Addr, pool *nat.PortPool, peer netip.Addr) (*dataListener, error) {
 	tries := min(pool.Range().Len(), 32)
 	for range tries {
 		port, err := pool.Take()
@@ -46,20 +51,55 @@ func (ss *session) listenData(ip netip.Addr, pool *nat.PortPool) (*dataListener,
 			}
 			return nil, fmt.Errorf("listening on %s port %d: %w", ip, port, err)
 		}
-		dl := &dataListener{ln: ln, port: port, pool: pool}
-		dl.stop = context.AfterFunc(ss.ctx, dl.Close)
+		dl := &dataListener{ss: ss, ln: ln, port: port, pool: pool}
+		if err := dl.openPinhole(peer, netip.AddrPortFrom(ip, port)); err != nil {
+			ln.Close()
+			pool.Release(port)
+			return nil, err
+		}
+		ss.listenersMu.Lock()
+		ss.listeners[dl] = struct{}{}
+		ss.listenersMu.Unlock()
 		return dl, nil
 	}
 	return nil, fmt.Errorf("listening on %s: no free port in %s after %d tries", ip, pool.Range(), tries)
 }
 
-// Close closes the listener and returns its port to the pool. It is
-// idempotent.
+// openPinhole admits a connection from peer to the listener:
+//
+//	-A FTPGATE-INPUT -s peer -d to.addr -p tcp --dport to.port -m conntrack --ctstate NEW -j ACCEPT
+func (dl *dataListener) openPinhole(peer netip.Addr, to netip.AddrPort) error {
+	ss := dl.ss
+	if ss.srv.Pinholes == nil {
+		return nil
+	}
+	seq := int(ss.pinholeSeq.Add(1))
+	p := rules.Pinhole{Session: ss.id, Seq: seq, From: peer, To: to, Deliver: rules.AcceptLocal}
+	closeFn, err := ss.srv.Pinholes.Open(ss.ctx, p)
+	if err != nil {
+		return fmt.Errorf("opening pinhole %s: %w", p, err)
+	}
+	dl.closePinhole = closeFn
+	return nil
+}
+
+// Close closes the listener, removes its pinhole and returns its port to
+// the pool. It is idempotent and safe for concurrent use.
 func (dl *dataListener) Close() {
 	dl.once.Do(func() {
-		dl.stop()
 		dl.ln.Close()
+		if dl.closePinhole != nil {
+			// The session may be ending: removal must still happen.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(dl.ss.ctx), 10*time.Second)
+			if err := dl.closePinhole(ctx); err != nil {
+				dl.ss.log.Error("removing pinhole", "port", dl.port, "err", err)
+			}
+			cancel()
+		}
 		dl.pool.Release(dl.port)
+		dl.ss.listenersMu.Lock()
+		delete(dl.ss.listeners, dl)
+		dl.ss.listenersMu.Unlock()
 	})
 }
 
@@ -98,6 +138,8 @@ type dataLink struct {
 	timer          *time.Timer // cancels the link if it is not established in time
 
 	command string // the transfer command that used it; guarded by ss.mu
+	// established is set once both ends are connected; guarded by ss.mu.
+	established bool
 }
 
 // startLinkLocked starts a dataLink. It runs with ss.mu held.
@@ -116,7 +158,9 @@ func (ss *session) startLinkLocked(ce, se dataEnd) *dataLink {
 // its establishment timer. It runs with ss.mu held.
 func (l *dataLink) useLocked(command string, timeout time.Duration) {
 	l.command = command
-	l.timer.Reset(timeout)
+	if !l.established {
+		l.timer.Reset(timeout)
+	}
 }
 
 func (l *dataLink) run() {
@@ -146,7 +190,10 @@ func (l *dataLink) run() {
 		ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
 		return
 	}
+	ss.mu.Lock()
+	l.established = true
 	l.timer.Stop()
+	ss.mu.Unlock()
 	l.relay(cc, sc)
 }
 
@@ -223,7 +270,10 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 func (l *dataLink) relay(cc, sc *net.TCPConn) {
 	ss := l.ss
 	ss.transfers.Add(1)
-	defer ss.transfers.Add(-1)
+	defer func() {
+		ss.lastTransfer.Store(time.Now().UnixNano())
+		ss.transfers.Add(-1)
+	}()
 	stop := context.AfterFunc(l.ctx, func() { abort(cc); abort(sc) })
 	defer stop()
 

@@ -91,6 +91,14 @@ func (ss *session) negotiate(cs clientSide) error {
 		ss.replyLocal(425, "Too many pending data connections.")
 		return nil
 	}
+	// A new PASV/PORT makes the server forget the last one: give up the
+	// unused plan now, ports included, so that the new one may take them.
+	if ss.plan != nil {
+		ss.plan.cancel(errReplaced)
+		ss.plan.client.close()
+		ss.plan.server.close()
+		ss.plan = nil
+	}
 	ss.negotiating++
 	ss.mu.Unlock()
 
@@ -107,7 +115,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		})
 	}
 
-	dl, err := ss.listenData(ss.serverLocal.Addr(), ss.srv.ServerPorts)
+	dl, err := ss.listenData(ss.serverLocal.Addr(), ss.srv.ServerPorts, ss.serverPeer.Addr())
 	if err != nil {
 		ss.mu.Lock()
 		ss.negotiating--
@@ -181,7 +189,7 @@ func (ss *session) completeLinkLocked(cs clientSide, se dataEnd) []byte {
 	var ce dataEnd
 	var reply []byte
 	if cs.passive {
-		dl, err := ss.listenData(ss.clientLocal.Addr(), ss.srv.ClientPorts)
+		dl, err := ss.listenData(ss.clientLocal.Addr(), ss.srv.ClientPorts, ss.clientPeer.Addr())
 		if err != nil {
 			se.close()
 			return ss.failNegotiationLocked("opening data listener for the client", err)

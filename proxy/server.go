@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/rules"
 )
 
 // ServerMode says how ftpgate asks the upstream server for data connections,
@@ -106,6 +107,10 @@ type Server struct {
 	// included. A longer client line is answered with 500 and the session
 	// closed. If zero, DefaultMaxLineBytes.
 	MaxLineBytes int
+
+	// Pinholes opens the firewall pinhole of each data listener before its
+	// port is announced. If nil, no firewall is managed.
+	Pinholes rules.Pinholer
 
 	// Limiter admits sessions; share one among the listeners of a process.
 	// If nil, sessions are not limited.

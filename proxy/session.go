@@ -52,7 +52,11 @@ type session struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // running dataLinks
 
-	transfers atomic.Int32 // data connections copying right now
+	transfers  atomic.Int32 // data connections copying right now
+	pinholeSeq atomic.Int32 // numbers the session's pinholes
+	// lastTransfer is when the last data connection stopped copying, in
+	// Unix nanoseconds: the idle clock restarts then.
+	lastTransfer atomic.Int64
 
 	// mu guards everything below and every write to the client, so that
 	// replies reach the client whole and in the order of the commands.
@@ -70,6 +74,12 @@ type session struct {
 	useNext     string // transfer command waiting for the link being negotiated
 	links       int    // dataLinks not yet finished
 	linkSeq     int
+
+	// listeners are the open data listeners; the teardown closes those
+	// that no dataLink did. Guarded by listenersMu, not mu: listeners are
+	// closed with mu held.
+	listenersMu sync.Mutex
+	listeners   map[*dataListener]struct{}
 }
 
 // expectation is what one command in flight waits for.
@@ -93,6 +103,7 @@ func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
 		client:      c,
 		clientPeer:  addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
+		listeners:   make(map[*dataListener]struct{}),
 	}
 }
 
@@ -104,6 +115,15 @@ func (ss *session) serve(parent context.Context) {
 	err := ss.run()
 	ss.cancel(err)
 	ss.wg.Wait()
+	ss.listenersMu.Lock()
+	var left []*dataListener
+	for dl := range ss.listeners {
+		left = append(left, dl)
+	}
+	ss.listenersMu.Unlock()
+	for _, dl := range left {
+		dl.Close()
+	}
 	ss.client.Close()
 	if ss.server != nil {
 		ss.server.Close()
@@ -181,7 +201,7 @@ func (ss *session) readCommands() error {
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil:
-			if ss.transfers.Load() > 0 {
+			if ss.transfers.Load() > 0 || time.Since(time.Unix(0, ss.lastTransfer.Load())) < idle {
 				continue // the control channel is quiet during transfers
 			}
 			ss.replyNow(421, "Idle timeout, closing control connection.")

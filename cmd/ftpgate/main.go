@@ -2,6 +2,7 @@
 //
 //	ftpgate run --config FILE      serve the listeners of FILE until SIGINT/SIGTERM
 //	ftpgate check --config FILE    validate FILE: exit 0 with a summary, or 1 with every error
+//	ftpgate cleanup --config FILE  remove ftpgate's firewall chains and jumps (after a crash)
 //	ftpgate version                print the version
 package main
 
@@ -21,9 +22,12 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
+	"github.com/ftpgate/ftpgate/rules"
 )
 
 // version is set at link time: -ldflags "-X main.version=v1.2.3".
@@ -32,6 +36,7 @@ var version = "dev"
 const usage = `usage:
   ftpgate run --config FILE     serve the listeners of FILE until SIGINT or SIGTERM
   ftpgate check --config FILE   validate FILE (exit 0 with a summary, 1 with every error)
+  ftpgate cleanup --config FILE remove ftpgate's firewall chains and jumps (after a crash)
   ftpgate version               print the version
 `
 
@@ -50,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "cleanup":
+		return cmdCleanup(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -129,7 +136,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	if err := serve(ctx, cfg, log); err != nil {
+	reg := prometheus.NewRegistry()
+	fw, err := newFirewall(cfg.Firewall, log, reg)
+	if err != nil {
+		log.Error("ftpgate not started", "err", err)
+		return 1
+	}
+	if err := fw.start(ctx, log); err != nil {
+		log.Error("ftpgate not started", "err", err)
+		fw.stop()
+		return 1
+	}
+	err = serve(ctx, cfg, log, fw.pinholes)
+	// Every session has ended and closed its pinholes: remove the chains.
+	err = errors.Join(err, fw.stop())
+	logPinholeLatency(log, reg)
+	if err != nil {
 		log.Error("ftpgate stopped", "err", err)
 		return 1
 	}
@@ -139,7 +161,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // serve binds every listener of cfg and serves them until ctx is done or one
 // of them fails.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, pinholes rules.Pinholer) error {
 	limiter := proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	type bound struct {
 		srv *proxy.Server
@@ -157,6 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			closeAll()
 			return err
 		}
+		srv.Pinholes = pinholes
 		ln, err := net.Listen("tcp", lc.Listen)
 		if err != nil {
 			closeAll()

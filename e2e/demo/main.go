@@ -37,6 +37,7 @@ listeners:
     data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: info, format: text}
+firewall: {backend: iptables, pinhole_ttl: 10s}
 `
 
 func main() {
@@ -51,10 +52,11 @@ func demo(bin string) int {
 		return 1
 	}
 	fmt.Println("Building the network: client 198.19.0.2 -- [198.19.0.1 gateway 198.18.1.1] -- 198.18.1.2 vsftpd")
-	fmt.Println("The gateway's firewall: INPUT and FORWARD policy DROP, ESTABLISHED accepted, port 21 accepted;")
+	fmt.Println("The gateway's firewall: INPUT and FORWARD policy DROP, ESTABLISHED accepted, port 21 accepted, nothing else:")
+	fmt.Println("ftpgate opens an exact, short-lived pinhole for each data connection in its own chains;")
 	fmt.Println("198.19.0.10:21 is a plain DNAT to the server (no ALG); ftpgate listens on 198.19.0.1:21 (server_mode same),")
 	fmt.Println(":2121 (server_mode passive) and :2122 (server_mode active).")
-	h, err := netlab.NewHomeRouter(21, 2121, 2122)
+	h, err := netlab.NewHomeRouter("iptables", 21, 2121, 2122)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo: building the network:", err)
 		return 1

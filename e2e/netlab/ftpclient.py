@@ -13,9 +13,13 @@ unknown family, NOOP (the session still works), then a 1 MiB line without a
 newline, after which it prints the reply and "CLOSED" once the server side
 closes.
 
-OP "thief" is passive RETR in steps, for the port-theft test: it prints
-"DATAPORT <port>" after the 227 reply, waits for a line on standard input,
-then connects and retrieves REMOTE into LOCAL.
+OP "pause" is passive RETR in steps, for tests that look at the data port
+before the client uses it (port theft, pinholes): it prints "DATAPORT <port>"
+after the 227 reply, waits for a line on standard input, then connects and
+retrieves REMOTE into LOCAL.
+
+OP "sessions" runs REMOTE (a number) sessions in a row, each a login, a
+LIST of pub/ in the given MODE, and QUIT; it prints "SESSIONS <n>" at the end.
 """
 
 import ftplib
@@ -29,6 +33,8 @@ def main():
     strict = "--strict" in sys.argv[7:]
     if op == "badinput":
         return badinput(host, int(port))
+    if op == "sessions":
+        return sessions(host, int(port), mode, int(remote), strict)
     ftp = ftplib.FTP(timeout=30)
     ftp.set_debuglevel(1)
     ftp.connect(host, int(port))
@@ -48,7 +54,7 @@ def main():
     elif op == "resume":
         with open(local, "ab") as f:
             ftp.retrbinary("RETR " + remote, f.write, rest=os.path.getsize(local))
-    elif op == "thief":
+    elif op == "pause":
         ftp.voidcmd("TYPE I")
         dhost, dport = ftplib.parse227(ftp.sendcmd("PASV"))
         print("DATAPORT", dport, flush=True)
@@ -67,6 +73,21 @@ def main():
     else:
         sys.exit("unknown op " + op)
     ftp.quit()
+
+
+def sessions(host, port, mode, n, strict):
+    for i in range(n):
+        ftp = ftplib.FTP(timeout=30)
+        ftp.connect(host, port)
+        ftp.login()
+        ftp.set_pasv(mode == "passive")
+        ftp.trust_server_pasv_ipv4_address = strict
+        lines = []
+        ftp.retrlines("LIST pub", lines.append)
+        if not any("big.bin" in l for l in lines):
+            sys.exit("session %d: listing lacks big.bin" % i)
+        ftp.quit()
+    print("SESSIONS", n, flush=True)
 
 
 def badinput(host, port):

@@ -30,13 +30,6 @@ const (
 	ThiefAddr    = "198.19.1.2"  // a fourth host that tries to steal data connections
 )
 
-// Ports that the gateway's firewall opens. The data ranges are opened
-// statically until ftpgate manages pinholes itself.
-const (
-	ClientPorts = "40000:40999"
-	ServerPorts = "50000:50999"
-)
-
 // Files on the FTP server.
 const (
 	BigFile = "pub/big.bin" // 10 MiB of random bytes
@@ -58,9 +51,9 @@ type HomeRouter struct {
 	FTPRoot string
 	// BigSHA256 is the hash of BigFile.
 	BigSHA256 string
-	// ListenPorts are the gateway ports the firewall accepts for control
-	// connections (ftpgate's listeners).
-	ListenPorts []int
+	// IPTables is the gateway's iptables binary: "iptables" (Debian's
+	// default, the nf_tables variant) or "iptables-legacy".
+	IPTables string
 
 	vsftpd   *Proc
 	cellSeq  atomic.Int64 // names the files of each cell
@@ -68,22 +61,21 @@ type HomeRouter struct {
 }
 
 // GatewayFirewall is the router's base rule set: policy DROP, ESTABLISHED
-// accepted, control ports accepted, and (for now) the two data port ranges
-// statically. %s is the comma-separated list of control ports.
+// accepted, the control ports (%[2]s) accepted, nothing else. Data
+// connections get through only by ftpgate's pinholes. %[1]s is the iptables
+// binary.
 const GatewayFirewall = `
 sysctl -qw net.ipv4.ip_forward=1
-iptables -P INPUT DROP
-iptables -P FORWARD DROP
-iptables -A INPUT -i lo -j ACCEPT
-iptables -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
-iptables -A INPUT -p tcp -m multiport --dports %s -m conntrack --ctstate NEW -j ACCEPT
-iptables -A INPUT -p tcp --dport ` + ClientPorts + ` -m conntrack --ctstate NEW -j ACCEPT
-iptables -A INPUT -p tcp --dport ` + ServerPorts + ` -m conntrack --ctstate NEW -j ACCEPT
-iptables -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT
+%[1]s -P INPUT DROP
+%[1]s -P FORWARD DROP
+%[1]s -A INPUT -i lo -j ACCEPT
+%[1]s -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+%[1]s -A INPUT -p tcp -m multiport --dports %[2]s -m conntrack --ctstate NEW -j ACCEPT
+%[1]s -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT
 # The plain port forward, without an ALG: public .10:21 to the server.
-iptables -t nat -A PREROUTING -d ` + GatewayDNAT + ` -p tcp --dport 21 -j DNAT --to-destination ` + ServerAddr + `:21
-iptables -A FORWARD -d ` + ServerAddr + ` -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT
-iptables -t nat -A POSTROUTING -o out -j MASQUERADE
+%[1]s -t nat -A PREROUTING -d ` + GatewayDNAT + ` -p tcp --dport 21 -j DNAT --to-destination ` + ServerAddr + `:21
+%[1]s -A FORWARD -d ` + ServerAddr + ` -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT
+%[1]s -t nat -A POSTROUTING -o out -j MASQUERADE
 `
 
 // hostHygiene makes every host reject (and count) traffic to anything but
@@ -100,15 +92,16 @@ ip6tables -A OUTPUT -d ff02::/16 -j ACCEPT
 ip6tables -A OUTPUT -j REJECT
 `
 
-// NewHomeRouter builds the network, writes the server's files and starts
-// vsftpd. listenPorts are the control ports that the gateway accepts. On
-// error, everything built so far is removed.
-func NewHomeRouter(listenPorts ...int) (_ *HomeRouter, err error) {
+// NewHomeRouter builds the network with the gateway's firewall written by
+// the iptables binary iptables ("iptables" or "iptables-legacy"), writes the
+// server's files and starts vsftpd. listenPorts are the control ports that
+// the gateway accepts. On error, everything built so far is removed.
+func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err error) {
 	lab, err := New()
 	if err != nil {
 		return nil, err
 	}
-	h := &HomeRouter{Lab: lab, ListenPorts: listenPorts}
+	h := &HomeRouter{Lab: lab, IPTables: iptables}
 	defer func() {
 		if err != nil {
 			lab.Close()
@@ -146,7 +139,7 @@ func NewHomeRouter(listenPorts ...int) (_ *HomeRouter, err error) {
 	for i, p := range listenPorts {
 		ports[i] = strconv.Itoa(p)
 	}
-	if err := h.Gateway.Script(fmt.Sprintf(GatewayFirewall, strings.Join(ports, ","))); err != nil {
+	if err := h.Gateway.Script(fmt.Sprintf(GatewayFirewall, iptables, strings.Join(ports, ","))); err != nil {
 		return nil, err
 	}
 	if err := h.startVsftpd(); err != nil {
@@ -321,6 +314,12 @@ func (h *HomeRouter) KillVsftpdSessions() (int, error) {
 	}
 	kill(h.vsftpd.PID())
 	return n, nil
+}
+
+// GatewayRules returns the gateway's rules as iptables-save prints them
+// (all tables), in the variant the network was built with.
+func (h *HomeRouter) GatewayRules() (string, error) {
+	return h.Gateway.Run(h.IPTables + "-save")
 }
 
 // Close stops vsftpd and removes the network.

@@ -84,6 +84,13 @@ const (
 	DefaultLogLevel = "info"
 	// DefaultLogFormat is the default Log.Format.
 	DefaultLogFormat = "text"
+
+	// DefaultBackend is the default Firewall.Backend.
+	DefaultBackend = BackendIPTables
+	// DefaultChainPrefix is the default Firewall.ChainPrefix.
+	DefaultChainPrefix = "FTPGATE"
+	// DefaultPinholeTTL is the default Firewall.PinholeTTL.
+	DefaultPinholeTTL = 30 * time.Second
 )
 
 // Bounds checked by Validate.
@@ -106,7 +113,46 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Log sets the level and format of the daemon's log.
 	Log Log `yaml:"log"`
+	// Firewall says whether and how ftpgate opens pinholes for data
+	// connections.
+	Firewall Firewall `yaml:"firewall"`
 }
+
+// Firewall backends (Firewall.Backend).
+const (
+	// BackendIPTables keeps exact, short-lived pinholes in ftpgate's own
+	// iptables and ip6tables chains.
+	BackendIPTables = "iptables"
+	// BackendNone manages no firewall: the data ports must be reachable
+	// (a Kubernetes sidecar, or ports opened statically).
+	BackendNone = "none"
+)
+
+// Firewall configures the pinholes ftpgate opens for data connections.
+type Firewall struct {
+	// Backend is "iptables" (default) or "none".
+	Backend string `yaml:"backend"`
+	// ChainPrefix names ftpgate's chains (PREFIX-INPUT, PREFIX-FORWARD,
+	// PREFIX-PREROUTING, PREFIX-POSTROUTING, PREFIX-OUTPUT). Default
+	// "FTPGATE"; letters, digits, "_" and "-", at most 16 characters.
+	ChainPrefix string `yaml:"chain_prefix"`
+	// PinholeTTL is the longest a pinhole stays open waiting for its
+	// connection. Default 30s; must be positive.
+	PinholeTTL time.Duration `yaml:"pinhole_ttl"`
+	// Variant chooses the iptables variant for the iptables backend:
+	// "auto" (default: the iptables and ip6tables commands on PATH, as the
+	// system's alternatives select them), "nft" (iptables-nft) or
+	// "legacy" (iptables-legacy). Use the variant the host's own firewall
+	// uses: rules of one are invisible to the other.
+	Variant string `yaml:"variant"`
+}
+
+// iptables variants (Firewall.Variant).
+const (
+	VariantAuto   = "auto"
+	VariantNFT    = "nft"
+	VariantLegacy = "legacy"
+)
 
 // Listener is one control-channel listener and where its sessions go.
 type Listener struct {
@@ -204,6 +250,12 @@ func Default() Config {
 			Level:  DefaultLogLevel,
 			Format: DefaultLogFormat,
 		},
+		Firewall: Firewall{
+			Backend:     DefaultBackend,
+			ChainPrefix: DefaultChainPrefix,
+			PinholeTTL:  DefaultPinholeTTL,
+			Variant:     VariantAuto,
+		},
 	}
 }
 
@@ -260,7 +312,7 @@ func setDefault(s *string, def string) {
 
 // Summary describes c in one line for the start-up log, e.g.
 //
-//	1 listener: public 198.19.0.1:21 -> 198.18.1.2:21 (relay, server_mode same); limits max_sessions=10000 max_sessions_per_client=64 idle_timeout=15m0s data_timeout=30s max_line_bytes=4096; log level=info format=text
+//	1 listener: public 198.19.0.1:21 -> 198.18.1.2:21 (relay, server_mode same); limits max_sessions=10000 max_sessions_per_client=64 idle_timeout=15m0s data_timeout=30s max_line_bytes=4096; log level=info format=text; firewall iptables (auto) chains FTPGATE-* pinhole_ttl=30s
 func (c *Config) Summary() string {
 	var b strings.Builder
 	if len(c.Listeners) == 1 {
@@ -274,7 +326,12 @@ func (c *Config) Summary() string {
 	}
 	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s max_line_bytes=%d; ",
 		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.MaxLineBytes)
-	fmt.Fprintf(&b, "log level=%s format=%s", c.Log.Level, c.Log.Format)
+	fmt.Fprintf(&b, "log level=%s format=%s; ", c.Log.Level, c.Log.Format)
+	if c.Firewall.Backend == BackendNone {
+		b.WriteString("firewall none")
+	} else {
+		fmt.Fprintf(&b, "firewall %s (%s) chains %s-* pinhole_ttl=%s", c.Firewall.Backend, c.Firewall.Variant, c.Firewall.ChainPrefix, c.Firewall.PinholeTTL)
+	}
 	return b.String()
 }
 

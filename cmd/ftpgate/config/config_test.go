@@ -64,7 +64,8 @@ func TestLoadGood(t *testing.T) {
 			DataTimeout:          45 * time.Second,
 			MaxLineBytes:         1024,
 		},
-		Log: Log{Level: "debug", Format: "json"},
+		Log:      Log{Level: "debug", Format: "json"},
+		Firewall: Firewall{Backend: "none", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(good.yaml):\n got %+v\nwant %+v", got, want)
@@ -80,7 +81,8 @@ func TestDefault(t *testing.T) {
 			DataTimeout:          30 * time.Second,
 			MaxLineBytes:         4096,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:      Log{Level: "info", Format: "text"},
+		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v, want %+v", got, want)
@@ -180,6 +182,10 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
 		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
+		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "iptables" or "none"`},
+		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
+		{"bad-firewall-ttl.yaml", `firewall.pinhole_ttl: must be positive, got -1s`},
+		{"bad-firewall-variant.yaml", `firewall.variant: unknown value "xt"; use "auto", "nft" or "legacy"`},
 
 		// Several problems at once (see also TestAllProblemsAtOnce).
 		{"bad-many-keys.yaml", `4 problems:
@@ -329,7 +335,7 @@ func TestSummary(t *testing.T) {
 		"passive_only 198.19.0.1:2121 -> ftp.example.net:21 (relay, server_mode passive); " +
 		"active-v6 [2001:db8::1]:21 -> [2001:db8:1::2]:21 (relay, server_mode active); " +
 		"limits max_sessions=500 max_sessions_per_client=8 idle_timeout=1h0m0s data_timeout=45s max_line_bytes=1024; " +
-		"log level=debug format=json"
+		"log level=debug format=json; firewall none"
 	if got := cfg.Summary(); got != want {
 		t.Errorf("Summary():\n got %s\nwant %s", got, want)
 	}

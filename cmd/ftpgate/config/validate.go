@@ -50,6 +50,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.checkPortPools()...)
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, c.Log.validate()...)
+	errs = append(errs, c.Firewall.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -369,4 +370,39 @@ func (l *Log) validate() []error {
 		errs = append(errs, fmt.Errorf("log.format: unknown value %q; use \"text\" or \"json\"", l.Format))
 	}
 	return errs
+}
+
+func (f *Firewall) validate() []error {
+	var errs []error
+	switch f.Backend {
+	case BackendIPTables, BackendNone:
+	default:
+		errs = append(errs, fmt.Errorf("firewall.backend: unknown value %q; use %q or %q", f.Backend, BackendIPTables, BackendNone))
+	}
+	if !validChainPrefix(f.ChainPrefix) {
+		errs = append(errs, fmt.Errorf("firewall.chain_prefix: %q must be 1 to 16 letters, digits, \"_\" or \"-\"", f.ChainPrefix))
+	}
+	if f.PinholeTTL <= 0 {
+		errs = append(errs, fmt.Errorf("firewall.pinhole_ttl: must be positive, got %s", f.PinholeTTL))
+	}
+	switch f.Variant {
+	case VariantAuto, VariantNFT, VariantLegacy:
+	default:
+		errs = append(errs, fmt.Errorf("firewall.variant: unknown value %q; use %q, %q or %q", f.Variant, VariantAuto, VariantNFT, VariantLegacy))
+	}
+	return errs
+}
+
+// validChainPrefix reports whether s can start iptables chain names such as
+// s+"-POSTROUTING" (at most 28 characters in all).
+func validChainPrefix(s string) bool {
+	if len(s) == 0 || len(s) > 16 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

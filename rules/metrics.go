@@ -1,0 +1,64 @@
+package rules
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Values of the op label.
+const (
+	opOpen  = "open"
+	opClose = "close"
+)
+
+// metrics are the pinhole metrics of one backend.
+type metrics struct {
+	opDuration *prometheus.HistogramVec
+	active     prometheus.Gauge
+	errors     *prometheus.CounterVec
+}
+
+// newMetrics creates the metrics and registers them on reg, or on a private
+// registry if reg is nil.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &metrics{
+		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ftpgate_pinhole_op_duration_seconds",
+			Help: "Time to open or close one pinhole in the firewall, waiting for the lock included.",
+			// 0.5ms to 1.024s: one fork+exec of iptables is a few ms,
+			// a contended xtables lock or a large legacy table far more.
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
+		}, []string{"op"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ftpgate_pinholes_active",
+			Help: "Pinholes currently installed in the firewall.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpgate_pinhole_errors_total",
+			Help: "Pinhole operations that failed, by operation.",
+		}, []string{"op"}),
+	}
+	for _, c := range []prometheus.Collector{m.opDuration, m.active, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering pinhole metrics: %w", err)
+		}
+	}
+	for _, op := range []string{opOpen, opClose} {
+		m.opDuration.WithLabelValues(op)
+		m.errors.WithLabelValues(op)
+	}
+	return m, nil
+}
+
+// observe records one operation.
+func (m *metrics) observe(op string, d time.Duration, err error) {
+	m.opDuration.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.errors.WithLabelValues(op).Inc()
+	}
+}
