@@ -31,6 +31,7 @@ const (
 	portPassive = 2121
 	portActive  = 2122
 	portSpare   = 2123 // for tests that run their own ftpgate
+	portKernel  = 2124 // the kernel data path
 )
 
 // matrixConfig is the shared ftpgate's configuration.
@@ -48,6 +49,10 @@ listeners:
     listen: 198.19.0.1:2122
     upstream: 198.18.1.2:21
     data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
+  - name: kernel
+    listen: 198.19.0.1:2124
+    upstream: 198.18.1.2:21
+    data: {path: kernel, client_ports: 40400-40499, server_ports: 50400-50499}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
 firewall: {backend: iptables, pinhole_ttl: 10s}
@@ -72,7 +77,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 
-	h, err := netlab.NewHomeRouter("iptables", portSame, portPassive, portActive, portSpare)
+	h, err := netlab.NewHomeRouter("iptables", portSame, portPassive, portActive, portSpare, portKernel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the network:", err)
 		return 1

@@ -23,6 +23,8 @@ var (
 	ErrBounce = errors.New("address is not the control connection's peer")
 	// ErrLowPort means a PORT or EPRT named a port below 1024.
 	ErrLowPort = errors.New("port below 1024")
+	// ErrDestination: a transparent session's destination is not allowed.
+	ErrDestination = errors.New("destination not allowed")
 )
 
 // ParseError reports a failure to parse an FTP command argument, reply or

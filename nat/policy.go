@@ -69,3 +69,41 @@ func PassiveTarget(control netip.Addr, advertised netip.AddrPort) (target netip.
 	differs = addr.IsValid() && addr.WithZone("") != peer.WithZone("")
 	return netip.AddrPortFrom(peer, advertised.Port()), differs
 }
+
+// SECURITY: a transparent (or forward) session connects where its client
+// asked, so ftpgate must not become a way into places the client could not
+// reach itself (DESIGN.md section 5, item 7). CheckDestination decides
+// whether such a session may connect to dst:
+//
+//   - loopback, link-local, multicast and unspecified addresses: never;
+//   - private addresses (RFC 1918, ULA fc00::/7, shared 100.64.0.0/10):
+//     only when a prefix of allow contains them;
+//   - any other address: when allow is empty, or a prefix of allow
+//     contains it.
+//
+// The gateway's own addresses are refused by the caller, which knows them.
+// Errors wrap ErrDestination.
+func CheckDestination(dst netip.Addr, allow []netip.Prefix) error {
+	dst = dst.Unmap()
+	switch {
+	case !dst.IsValid():
+		return fmt.Errorf("no destination: %w", ErrDestination)
+	case dst.IsLoopback(), dst.IsLinkLocalUnicast(), dst.IsLinkLocalMulticast(),
+		dst.IsInterfaceLocalMulticast(), dst.IsMulticast(), dst.IsUnspecified():
+		return fmt.Errorf("destination %s is loopback, link-local, multicast or unspecified: %w", dst, ErrDestination)
+	}
+	listed := false
+	for _, p := range allow {
+		if p.Contains(dst) {
+			listed = true
+			break
+		}
+	}
+	if behindNAT(dst) && !listed {
+		return fmt.Errorf("private destination %s is not in allow_destinations: %w", dst, ErrDestination)
+	}
+	if len(allow) > 0 && !listed {
+		return fmt.Errorf("destination %s is not in allow_destinations: %w", dst, ErrDestination)
+	}
+	return nil
+}

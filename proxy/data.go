@@ -20,93 +20,113 @@ import (
 // one data listener turns away before it gives up.
 const maxStrangers = 16
 
-// dataListener is a listening socket on a port taken from a pool, with the
-// firewall pinhole that lets its one expected peer reach it. Close closes
-// the socket, removes the pinhole and returns the port; the session's
-// teardown closes every dataListener still open.
-type dataListener struct {
+// dataPort is a port that ftpgate announced for one data connection: taken
+// from a pool, with the firewall pinhole that admits the one expected
+// connection to it and, on the relay path, ftpgate's listener on it. On the
+// kernel path, done (if a ConnectionWatcher is set) is closed once the
+// kernel has seen the connection. Close removes the pinhole, closes the
+// listener and returns the port; the session's teardown closes every
+// dataPort still open.
+type dataPort struct {
 	ss           *session
-	ln           *net.TCPListener
 	port         uint16
 	pool         *nat.PortPool
+	ln           *net.TCPListener // nil on the kernel path
+	pinhole      rules.Pinhole    // zero if no firewall is managed
 	closePinhole func(context.Context) error
+	done         <-chan struct{} // nil if nothing watches the kernel
+	stopWatch    func()
 	once         sync.Once
 }
 
-// listenData listens on ip at a free port of pool, and opens the pinhole
-// that admits a connection from peer, before any reply announces the port.
-// Ports that another program holds are skipped, a bounded number of times.
-func (ss *session) listenData(ip netip.Addr, pool *nat.PortPool, peer netip.Addr) (*dataListener, error) {
+// openDataPort takes a port from pool; on the relay path (listen valid) it
+// listens on listen:port, skipping ports that another program holds, a
+// bounded number of times. Then it opens the pinhole that pinhole(port)
+// describes, before any reply announces the port.
+func (ss *session) openDataPort(pool *nat.PortPool, listen netip.Addr, pinhole func(port uint16) rules.Pinhole) (*dataPort, error) {
 	tries := min(pool.Range().Len(), 32)
 	for range tries {
 		port, err := pool.Take()
 		if err != nil {
-			return nil, fmt.Errorf("listening on %s: %w", ip, err)
+			return nil, fmt.Errorf("taking a data port: %w", err)
 		}
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
-		if err != nil {
-			pool.Release(port)
-			if errors.Is(err, syscall.EADDRINUSE) {
-				continue
+		dp := &dataPort{ss: ss, port: port, pool: pool}
+		if listen.IsValid() {
+			dp.ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(listen, port)))
+			if err != nil {
+				pool.Release(port)
+				if errors.Is(err, syscall.EADDRINUSE) {
+					continue
+				}
+				return nil, fmt.Errorf("listening on %s port %d: %w", listen, port, err)
 			}
-			return nil, fmt.Errorf("listening on %s port %d: %w", ip, port, err)
 		}
-		dl := &dataListener{ss: ss, ln: ln, port: port, pool: pool}
-		if err := dl.openPinhole(peer, netip.AddrPortFrom(ip, port)); err != nil {
-			ln.Close()
+		if err := dp.openPinhole(pinhole(port)); err != nil {
+			if dp.ln != nil {
+				dp.ln.Close()
+			}
 			pool.Release(port)
 			return nil, err
 		}
-		ss.listenersMu.Lock()
-		ss.listeners[dl] = struct{}{}
-		ss.listenersMu.Unlock()
-		return dl, nil
+		ss.portsMu.Lock()
+		ss.ports[dp] = struct{}{}
+		ss.portsMu.Unlock()
+		return dp, nil
 	}
-	return nil, fmt.Errorf("listening on %s: no free port in %s after %d tries", ip, pool.Range(), tries)
+	return nil, fmt.Errorf("listening on %s: no free port in %s after %d tries", listen, pool.Range(), tries)
 }
 
-// openPinhole admits a connection from peer to the listener:
-//
-//	-A FTPGATE-INPUT -s peer -d to.addr -p tcp --dport to.port -m conntrack --ctstate NEW -j ACCEPT
-func (dl *dataListener) openPinhole(peer netip.Addr, to netip.AddrPort) error {
-	ss := dl.ss
+// openPinhole installs p, if the session manages a firewall. On the kernel
+// path it first asks to be told when the connection is made.
+func (dp *dataPort) openPinhole(p rules.Pinhole) error {
+	ss := dp.ss
 	if ss.srv.Pinholes == nil {
 		return nil
 	}
-	seq := int(ss.pinholeSeq.Add(1))
-	p := rules.Pinhole{Session: ss.id, Seq: seq, From: peer, To: to, Deliver: rules.AcceptLocal}
+	p.Session, p.Seq = ss.id, int(ss.pinholeSeq.Add(1))
+	if dp.ln == nil && ss.srv.Connections != nil {
+		dp.done, dp.stopWatch = ss.srv.Connections.Expect(p.From, p.To)
+	}
 	closeFn, err := ss.srv.Pinholes.Open(ss.ctx, p)
 	if err != nil {
+		if dp.stopWatch != nil {
+			dp.stopWatch()
+		}
 		return fmt.Errorf("opening pinhole %s: %w", p, err)
 	}
-	dl.closePinhole = closeFn
+	dp.pinhole, dp.closePinhole = p, closeFn
 	return nil
 }
 
-// Close closes the listener, removes its pinhole and returns its port to
+// Close removes the pinhole, closes the listener and returns the port to
 // the pool. It is idempotent and safe for concurrent use.
-func (dl *dataListener) Close() {
-	dl.once.Do(func() {
-		dl.ln.Close()
-		if dl.closePinhole != nil {
+func (dp *dataPort) Close() {
+	dp.once.Do(func() {
+		if dp.ln != nil {
+			dp.ln.Close()
+		}
+		if dp.stopWatch != nil {
+			dp.stopWatch()
+		}
+		if dp.closePinhole != nil {
 			// The session may be ending: removal must still happen.
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(dl.ss.ctx), 10*time.Second)
-			if err := dl.closePinhole(ctx); err != nil {
-				dl.ss.log.Error("removing pinhole", "port", dl.port, "err", err)
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(dp.ss.ctx), 10*time.Second)
+			if err := dp.closePinhole(ctx); err != nil {
+				dp.ss.log.Error("removing pinhole", "pinhole", dp.pinhole.String(), "err", err)
 			}
 			cancel()
 		}
-		dl.pool.Release(dl.port)
-		dl.ss.listenersMu.Lock()
-		delete(dl.ss.listeners, dl)
-		dl.ss.listenersMu.Unlock()
+		dp.pool.Release(dp.port)
+		dp.ss.portsMu.Lock()
+		delete(dp.ss.ports, dp)
+		dp.ss.portsMu.Unlock()
 	})
 }
 
 // dataEnd is how ftpgate gets one end of a data connection: it accepts on ln
 // (from peer only) or dials dialTo from the local address from.
 type dataEnd struct {
-	ln     *dataListener
+	ln     *dataPort
 	peer   netip.Addr
 	dialTo netip.AddrPort
 	from   netip.Addr
@@ -137,15 +157,32 @@ type dataLink struct {
 	cancel         context.CancelCauseFunc
 	timer          *time.Timer // cancels the link if it is not established in time
 
+	// kernel, on the kernel path, is the port whose pinholes let the
+	// kernel forward the connection; the link then copies nothing.
+	kernel *dataPort
+
 	command string // the transfer command that used it; guarded by ss.mu
 	// established is set once both ends are connected; guarded by ss.mu.
 	established bool
+	used        chan struct{} // closed when a transfer command uses the link
 }
 
-// startLinkLocked starts a dataLink. It runs with ss.mu held.
+// startLinkLocked starts a dataLink that relays between ce and se. It runs
+// with ss.mu held.
 func (ss *session) startLinkLocked(ce, se dataEnd) *dataLink {
+	return ss.newLinkLocked(func(l *dataLink) { l.client, l.server = ce, se })
+}
+
+// startKernelLinkLocked starts a dataLink on the kernel path, for the
+// pinholes of dp. It runs with ss.mu held.
+func (ss *session) startKernelLinkLocked(dp *dataPort) *dataLink {
+	return ss.newLinkLocked(func(l *dataLink) { l.kernel = dp })
+}
+
+func (ss *session) newLinkLocked(init func(*dataLink)) *dataLink {
 	ss.linkSeq++
-	l := &dataLink{ss: ss, id: ss.linkSeq, client: ce, server: se}
+	l := &dataLink{ss: ss, id: ss.linkSeq, used: make(chan struct{})}
+	init(l)
 	l.ctx, l.cancel = context.WithCancelCause(ss.ctx)
 	l.timer = time.AfterFunc(ss.srv.dataTimeout(), func() { l.cancel(errDataTimeout) })
 	ss.links++
@@ -157,9 +194,24 @@ func (ss *session) startLinkLocked(ce, se dataEnd) *dataLink {
 // useLocked records the transfer command that uses the link and restarts
 // its establishment timer. It runs with ss.mu held.
 func (l *dataLink) useLocked(command string, timeout time.Duration) {
+	if l.command == "" {
+		close(l.used)
+	}
 	l.command = command
 	if !l.established {
 		l.timer.Reset(timeout)
+	}
+}
+
+// release ends a link that no transfer command used, and gives its ports
+// and pinholes back at once, so that a new negotiation may take them. It
+// runs with ss.mu held.
+func (l *dataLink) release(cause error) {
+	l.cancel(cause)
+	l.client.close()
+	l.server.close()
+	if l.kernel != nil {
+		l.kernel.Close()
 	}
 }
 
@@ -171,6 +223,9 @@ func (l *dataLink) run() {
 		l.cancel(nil)
 		l.client.close()
 		l.server.close()
+		if l.kernel != nil {
+			l.kernel.Close()
+		}
 		ss.mu.Lock()
 		ss.links--
 		if ss.plan == l {
@@ -178,6 +233,10 @@ func (l *dataLink) run() {
 		}
 		ss.mu.Unlock()
 	}()
+	if l.kernel != nil {
+		l.watchKernel()
+		return
+	}
 	cc, sc, err := l.establish()
 	if err != nil {
 		ss.mu.Lock()
@@ -195,6 +254,46 @@ func (l *dataLink) run() {
 	l.timer.Stop()
 	ss.mu.Unlock()
 	l.relay(cc, sc)
+}
+
+// watchKernel waits, on the kernel path, until the kernel has seen the
+// data connection (then the pinholes go at once: conntrack carries the
+// flow), the link times out, or it is replaced or its session ends. Then it
+// logs the transfer line, without byte counts: the data never entered
+// ftpgate.
+func (l *dataLink) watchKernel() {
+	ss := l.ss
+	var connected bool
+	select {
+	case <-l.kernel.done: // nil (never ready) when nothing watches the kernel
+		connected = true
+		ss.mu.Lock()
+		l.established = true
+		l.timer.Stop()
+		ss.mu.Unlock()
+	case <-l.ctx.Done():
+	}
+	l.kernel.Close()
+	if connected {
+		// The connection may come before the transfer command.
+		select {
+		case <-l.used:
+		case <-l.ctx.Done():
+		}
+	}
+	ss.mu.Lock()
+	cmd := l.command
+	ss.mu.Unlock()
+	switch {
+	case connected:
+		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
+			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded")
+	case cmd != "":
+		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
+			"pinhole", l.kernel.pinhole.String(), "outcome", "pinhole closed", "cause", context.Cause(l.ctx))
+	default:
+		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
+	}
 }
 
 // establish obtains both ends concurrently. If either fails, the other is
@@ -300,7 +399,7 @@ func (l *dataLink) relay(cc, sc *net.TCPConn) {
 	ss.mu.Lock()
 	cmd := l.command
 	ss.mu.Unlock()
-	ss.log.Info("transfer", "link", l.id, "command", cmd,
+	ss.log.Info("transfer", "link", l.id, "path", "relay", "command", cmd,
 		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
 		"bytes_to_client", toClient, "bytes_to_server", toServer,
 		"seconds", time.Since(start).Seconds(), "outcome", outcome)

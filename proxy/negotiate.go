@@ -7,6 +7,7 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy/ftp"
+	"github.com/ftpgate/ftpgate/rules"
 )
 
 // clientSide is how the client asked for its data connection.
@@ -94,9 +95,7 @@ func (ss *session) negotiate(cs clientSide) error {
 	// A new PASV/PORT makes the server forget the last one: give up the
 	// unused plan now, ports included, so that the new one may take them.
 	if ss.plan != nil {
-		ss.plan.cancel(errReplaced)
-		ss.plan.client.close()
-		ss.plan.server.close()
+		ss.plan.release(errReplaced)
 		ss.plan = nil
 	}
 	ss.negotiating++
@@ -115,26 +114,95 @@ func (ss *session) negotiate(cs clientSide) error {
 		})
 	}
 
-	dl, err := ss.listenData(ss.serverLocal.Addr(), ss.srv.ServerPorts, ss.serverPeer.Addr())
+	sp, err := ss.openServerPort(cs)
 	if err != nil {
 		ss.mu.Lock()
 		ss.negotiating--
 		ss.mu.Unlock()
-		ss.log.Error("opening data listener for the server", "err", err)
+		ss.log.Error("opening a data port for the server", "err", err)
 		ss.replyLocal(425, "Can't open data connection.")
 		return nil
 	}
-	// server <- "PORT <server_address>,<dl.port>": the server connects to
-	// ftpgate's server-side listener.
-	adv := netip.AddrPortFrom(ss.serverAdvertise(), dl.port)
+	// server <- "PORT <server_address>,<sp.port>": the server connects to
+	// ftpgate's server-side port.
+	adv := netip.AddrPortFrom(ss.serverAdvertise(), sp.port)
 	verb, arg := "PORT", nat.FormatPORT(adv)
 	if ext || !adv.Addr().Is4() {
 		verb, arg = "EPRT", nat.FormatEPRT(adv)
 	}
 	return ss.forward(ftp.AppendCommand(nil, verb, arg), expectation{
 		verb:      verb,
-		intercept: func(reply []byte, code int) []byte { return ss.onActiveReply(cs, dl, reply, code) },
+		intercept: func(reply []byte, code int) []byte { return ss.onActiveReply(cs, sp, reply, code) },
 	})
+}
+
+// openServerPort opens the port that the server connects to in active mode,
+// announced in ftpgate's PORT/EPRT. S is the server, G:port the port:
+//
+//	relay:  ftpgate listens on G:port
+//	        -A FTPGATE-INPUT -s S -d G -p tcp --dport port -m conntrack --ctstate NEW -j ACCEPT
+//	kernel: the kernel delivers the connection to the client's PORT address C:r
+//	        -t nat -A FTPGATE-PREROUTING -s S -d G -p tcp --dport port ... -j DNAT --to-destination C:r
+//	        -A FTPGATE-FORWARD -s S -d C -p tcp --dport r ... -j ACCEPT
+//	        -t nat -A FTPGATE-POSTROUTING ... -j SNAT --to-source V (V: the address the
+//	        client believes its server has, unless the connection comes from it already)
+func (ss *session) openServerPort(cs clientSide) (*dataPort, error) {
+	to := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(ss.serverLocal.Addr(), port) }
+	if ss.srv.DataPath == KernelPath {
+		return ss.openDataPort(ss.srv.ServerPorts, netip.Addr{}, func(port uint16) rules.Pinhole {
+			p := rules.Pinhole{From: ss.serverPeer.Addr(), To: to(port), Deliver: rules.DNAT, DNATTo: cs.target}
+			if v := ss.clientView(); v != p.From {
+				p.SNATTo = v
+			}
+			return p
+		})
+	}
+	return ss.openDataPort(ss.srv.ServerPorts, ss.serverLocal.Addr(), func(port uint16) rules.Pinhole {
+		return rules.Pinhole{From: ss.serverPeer.Addr(), To: to(port), Deliver: rules.AcceptLocal}
+	})
+}
+
+// openClientPort opens the port announced to the client in 227/229. C is
+// the client, D:port where its connection arrives (the address it connected
+// to, or in transparent mode the server's), target the server's passive
+// address S:p:
+//
+//	relay:        ftpgate listens on port
+//	              -A FTPGATE-INPUT -s C -d D -p tcp --dport port -m conntrack --ctstate NEW -j ACCEPT
+//	relay, transparent (the client connects to "the server" S:port):
+//	              -t nat -A FTPGATE-PREROUTING -s C -d S -p tcp --dport port ... -j REDIRECT --to-ports port
+//	              -A FTPGATE-INPUT -s C -p tcp --dport port ... --ctorigdst S --ctorigdstport port -j ACCEPT
+//	kernel:       -t nat -A FTPGATE-PREROUTING -s C -d D -p tcp --dport port ... -j DNAT --to-destination S:p
+//	              -A FTPGATE-FORWARD -s C -d S -p tcp --dport p ... -j ACCEPT
+//	              -t nat -A FTPGATE-POSTROUTING ... -j SNAT --to-source G (the server checks that
+//	              data comes from its control peer, as vsftpd does by default)
+func (ss *session) openClientPort(target netip.AddrPort) (*dataPort, error) {
+	c := ss.clientPeer.Addr()
+	dst := ss.clientLocal.Addr()
+	if ss.srv.transparent() {
+		dst = ss.origDst.Addr()
+	}
+	switch {
+	case ss.srv.DataPath == KernelPath:
+		return ss.openDataPort(ss.srv.ClientPorts, netip.Addr{}, func(port uint16) rules.Pinhole {
+			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.DNAT,
+				DNATTo: target, SNATTo: ss.serverLocal.Addr()}
+		})
+	case ss.srv.transparent():
+		// Listen on every address: REDIRECT delivers to the primary
+		// address of the interface the connection came in on.
+		wildcard := netip.IPv4Unspecified()
+		if !c.Is4() {
+			wildcard = netip.IPv6Unspecified()
+		}
+		return ss.openDataPort(ss.srv.ClientPorts, wildcard, func(port uint16) rules.Pinhole {
+			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.Redirect, RedirectPort: port}
+		})
+	default:
+		return ss.openDataPort(ss.srv.ClientPorts, ss.clientLocal.Addr(), func(port uint16) rules.Pinhole {
+			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.AcceptLocal}
+		})
+	}
 }
 
 // onPassiveReply intercepts the server's answer to ftpgate's PASV or EPSV.
@@ -167,59 +235,81 @@ func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code
 		}
 		target = netip.AddrPortFrom(ss.serverPeer.Addr(), port)
 	}
-	return ss.completeLinkLocked(cs, dataEnd{dialTo: target, from: ss.serverLocal.Addr()})
+	if ss.srv.DataPath == KernelPath {
+		cp, err := ss.openClientPort(target)
+		if err != nil {
+			return ss.failNegotiationLocked("opening a data port for the client", err)
+		}
+		ss.adoptLinkLocked(ss.startKernelLinkLocked(cp))
+		return ss.passiveReply(cs, cp.port)
+	}
+	return ss.completeLinkLocked(cs, target, dataEnd{dialTo: target, from: ss.serverLocal.Addr()})
 }
 
 // onActiveReply intercepts the server's answer to ftpgate's PORT or EPRT.
 // It runs with mu held.
-func (ss *session) onActiveReply(cs clientSide, dl *dataListener, reply []byte, code int) []byte {
+func (ss *session) onActiveReply(cs clientSide, sp *dataPort, reply []byte, code int) []byte {
 	ss.negotiating--
 	if code/100 != 2 {
-		dl.Close()
+		sp.Close()
 		ss.useNext = ""
 		return reply
 	}
-	return ss.completeLinkLocked(cs, dataEnd{ln: dl, peer: ss.serverPeer.Addr()})
+	if ss.srv.DataPath == KernelPath {
+		ss.adoptLinkLocked(ss.startKernelLinkLocked(sp))
+		return ftp.AppendReply(nil, 200, cs.verb+" command successful.")
+	}
+	return ss.completeLinkLocked(cs, netip.AddrPort{}, dataEnd{ln: sp, peer: ss.serverPeer.Addr()})
 }
 
-// completeLinkLocked prepares the client's end of a data connection whose
-// server end se is ready, starts the link, and returns the reply for the
-// client. It runs with mu held.
-func (ss *session) completeLinkLocked(cs clientSide, se dataEnd) []byte {
+// completeLinkLocked prepares the client's end of a relayed data connection
+// whose server end se is ready, starts the link, and returns the reply for
+// the client. It runs with mu held.
+func (ss *session) completeLinkLocked(cs clientSide, target netip.AddrPort, se dataEnd) []byte {
 	var ce dataEnd
 	var reply []byte
 	if cs.passive {
-		dl, err := ss.listenData(ss.clientLocal.Addr(), ss.srv.ClientPorts, ss.clientPeer.Addr())
+		cp, err := ss.openClientPort(target)
 		if err != nil {
 			se.close()
-			return ss.failNegotiationLocked("opening data listener for the client", err)
+			return ss.failNegotiationLocked("opening a data port for the client", err)
 		}
-		// client <- "227 (<client_address>,<dl.port>)": the client connects
-		// to ftpgate's client-side listener.
-		ce = dataEnd{ln: dl, peer: ss.clientPeer.Addr()}
-		adv := netip.AddrPortFrom(ss.clientAdvertise(), dl.port)
-		if cs.verb == "PASV" {
-			reply = append([]byte(nat.Format227(adv)), '\r', '\n')
-		} else {
-			reply = append([]byte(nat.Format229(dl.port)), '\r', '\n')
-		}
+		// client <- "227 (<client_address>,<cp.port>)": the client connects
+		// to ftpgate's client-side port.
+		ce = dataEnd{ln: cp, peer: ss.clientPeer.Addr()}
+		reply = ss.passiveReply(cs, cp.port)
 	} else {
 		ce = dataEnd{dialTo: cs.target, from: ss.clientLocal.Addr()}
 		reply = ftp.AppendReply(nil, 200, cs.verb+" command successful.")
 	}
+	l := ss.startLinkLocked(ce, se)
+	ss.adoptLinkLocked(l)
+	ss.log.Debug("data connection negotiated", "link", l.id, "client_end", ce.String(), "server_end", se.String())
+	return reply
+}
+
+// adoptLinkLocked makes l the session's negotiated data connection, or
+// hands it to a transfer command that was sent before the reply arrived.
+// It runs with mu held.
+func (ss *session) adoptLinkLocked(l *dataLink) {
 	if ss.plan != nil {
-		ss.plan.cancel(errReplaced)
+		ss.plan.release(errReplaced)
 		ss.plan = nil
 	}
-	l := ss.startLinkLocked(ce, se)
 	if ss.useNext != "" {
 		l.useLocked(ss.useNext, ss.srv.dataTimeout())
 		ss.useNext = ""
-	} else {
-		ss.plan = l
+		return
 	}
-	ss.log.Debug("data connection negotiated", "link", l.id, "client_end", ce.String(), "server_end", se.String())
-	return reply
+	ss.plan = l
+}
+
+// passiveReply is the 227 or 229 reply that announces port to the client.
+func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
+	if cs.verb == "PASV" {
+		return append([]byte(nat.Format227(netip.AddrPortFrom(ss.clientAdvertise(), port))), '\r', '\n')
+	}
+	return append([]byte(nat.Format229(port)), '\r', '\n')
 }
 
 func (ss *session) failNegotiationLocked(what string, err error) []byte {
@@ -256,7 +346,7 @@ func (ss *session) dropPlan(cause error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.plan != nil {
-		ss.plan.cancel(cause)
+		ss.plan.release(cause)
 		ss.plan = nil
 	}
 	ss.useNext = ""
@@ -266,6 +356,15 @@ func (ss *session) dropPlan(cause error) {
 func (ss *session) clientAdvertise() netip.Addr {
 	if ss.srv.ClientAddress.IsValid() {
 		return ss.srv.ClientAddress.Unmap()
+	}
+	return ss.clientView()
+}
+
+// clientView is the address the client believes its server has: in
+// transparent mode the server's own, else the address it connected to.
+func (ss *session) clientView() netip.Addr {
+	if ss.srv.transparent() {
+		return ss.origDst.Addr()
 	}
 	return ss.clientLocal.Addr()
 }

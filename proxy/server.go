@@ -64,15 +64,67 @@ const (
 	closeGrace = 5 * time.Second
 )
 
-// Server proxies the FTP control connections accepted on one listener to one
-// upstream server (reverse mode). Its fields are read-only once Serve is
-// called; a Server must not be copied after first use.
+// DataPath says how data connections are carried.
+type DataPath int
+
+const (
+	// RelayPath copies each data connection through ftpgate's own sockets
+	// (splice on Linux). It can convert modes.
+	RelayPath DataPath = iota
+	// KernelPath installs DNAT and ACCEPT pinholes and lets the kernel
+	// forward the data connection: it never enters ftpgate. It cannot
+	// convert modes: ServerMode must be SameMode.
+	KernelPath
+)
+
+// String returns the configuration name of p.
+func (p DataPath) String() string {
+	if p == KernelPath {
+		return "kernel"
+	}
+	return "relay"
+}
+
+// Server proxies the FTP control connections accepted on one listener: to
+// one upstream server (reverse mode), or each to the destination it had
+// before the firewall diverted it to ftpgate (transparent mode). Its fields
+// are read-only once Serve is called; a Server must not be copied after
+// first use.
 type Server struct {
 	// Name labels the listener in logs.
 	Name string
 
-	// Upstream is the FTP server's host:port.
+	// Upstream is the FTP server's host:port in reverse mode. Leave it
+	// empty in transparent mode.
 	Upstream string
+
+	// OriginalDestination, if set, makes the listener transparent: it
+	// returns where an accepted connection was going before the firewall
+	// diverted it (SO_ORIGINAL_DST after REDIRECT, or the local address
+	// after TPROXY), and the session connects there. The client then
+	// believes it talks to that server, so 227 replies keep its address
+	// and the client's data connections to it are intercepted by Redirect
+	// (relay) or DNAT (kernel) pinholes.
+	OriginalDestination func(net.Conn) (netip.AddrPort, error)
+
+	// AllowDestinations limits where a transparent session may connect
+	// (see nat.CheckDestination). The gateway's own addresses are never
+	// dialled.
+	AllowDestinations []netip.Prefix
+
+	// LocalAddress reports whether an address is the gateway's own. If nil,
+	// the addresses of the network interfaces are used.
+	LocalAddress func(netip.Addr) bool
+
+	// DataPath is RelayPath (the zero value) or KernelPath.
+	DataPath DataPath
+
+	// Connections, if set, tells the kernel path when the data connection
+	// of a pinhole has been made, so that the pinhole goes at once
+	// (rules.Conntrack). If nil, a kernel-path pinhole stays until
+	// DataTimeout after the transfer command, a replacement or the
+	// session's end.
+	Connections ConnectionWatcher
 
 	// ServerMode is how ftpgate asks the server for data connections.
 	ServerMode ServerMode
@@ -128,6 +180,14 @@ type Server struct {
 	wg sync.WaitGroup // one per running session
 }
 
+// ConnectionWatcher reports new connections that the kernel forwards.
+type ConnectionWatcher interface {
+	// Expect registers interest in the next TCP connection from from to to
+	// (its destination before any NAT). done is closed when it has been
+	// seen; cancel unregisters and must always be called.
+	Expect(from netip.Addr, to netip.AddrPort) (done <-chan struct{}, cancel func())
+}
+
 // Serve accepts control connections on ln and runs one session for each
 // until ctx is done. Then it closes ln, ends every session (their clients
 // are told 421) and returns once all have finished. Serve always returns a
@@ -135,6 +195,9 @@ type Server struct {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.ClientPorts == nil || s.ServerPorts == nil {
 		return errors.New("proxy: Server needs ClientPorts and ServerPorts")
+	}
+	if s.DataPath == KernelPath && (s.ServerMode != SameMode || s.Pinholes == nil) {
+		return errors.New("proxy: the kernel data path needs ServerMode SameMode and Pinholes")
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -202,6 +265,26 @@ func (s *Server) dataTimeout() time.Duration {
 
 func (s *Server) maxLineBytes() int {
 	return cmp0(s.MaxLineBytes, DefaultMaxLineBytes)
+}
+
+// transparent reports whether sessions go to their original destination.
+func (s *Server) transparent() bool { return s.OriginalDestination != nil }
+
+// isLocal reports whether a is one of the gateway's own addresses.
+func (s *Server) isLocal(a netip.Addr) bool {
+	if s.LocalAddress != nil {
+		return s.LocalAddress(a)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // fail closed
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
 
@@ -47,6 +48,8 @@ type session struct {
 
 	clientPeer, clientLocal netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
+	// origDst is where a transparent session's client was going.
+	origDst netip.AddrPort
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -75,11 +78,11 @@ type session struct {
 	links       int    // dataLinks not yet finished
 	linkSeq     int
 
-	// listeners are the open data listeners; the teardown closes those
-	// that no dataLink did. Guarded by listenersMu, not mu: listeners are
-	// closed with mu held.
-	listenersMu sync.Mutex
-	listeners   map[*dataListener]struct{}
+	// ports are the open data ports; the teardown closes those that no
+	// dataLink did. Guarded by portsMu, not mu: ports are closed with mu
+	// held.
+	portsMu sync.Mutex
+	ports   map[*dataPort]struct{}
 }
 
 // expectation is what one command in flight waits for.
@@ -103,7 +106,7 @@ func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
 		client:      c,
 		clientPeer:  addrPortOf(c.RemoteAddr()),
 		clientLocal: addrPortOf(c.LocalAddr()),
-		listeners:   make(map[*dataListener]struct{}),
+		ports:       make(map[*dataPort]struct{}),
 	}
 }
 
@@ -115,14 +118,14 @@ func (ss *session) serve(parent context.Context) {
 	err := ss.run()
 	ss.cancel(err)
 	ss.wg.Wait()
-	ss.listenersMu.Lock()
-	var left []*dataListener
-	for dl := range ss.listeners {
-		left = append(left, dl)
+	ss.portsMu.Lock()
+	var left []*dataPort
+	for dp := range ss.ports {
+		left = append(left, dp)
 	}
-	ss.listenersMu.Unlock()
-	for _, dl := range left {
-		dl.Close()
+	ss.portsMu.Unlock()
+	for _, dp := range left {
+		dp.Close()
 	}
 	ss.client.Close()
 	if ss.server != nil {
@@ -137,12 +140,24 @@ func (ss *session) serve(parent context.Context) {
 
 func (ss *session) run() error {
 	ctx := ss.ctx
+	target := ss.srv.Upstream
+	if ss.srv.transparent() {
+		dst, err := ss.destination()
+		if err != nil {
+			ss.log.Warn("session refused", "reason", "allow_list", "err", err)
+			ss.replyNow(421, "Service not available, destination not allowed.")
+			return err
+		}
+		ss.origDst = dst
+		target = dst.String()
+		ss.log = ss.log.With("destination", target)
+	}
 	dialCtx, cancelDial := context.WithTimeout(ctx, ss.srv.dataTimeout())
-	up, err := ss.srv.dial(dialCtx, "tcp", ss.srv.Upstream)
+	up, err := ss.srv.dial(dialCtx, "tcp", target)
 	cancelDial()
 	if err != nil {
 		ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
-		return fmt.Errorf("dialing upstream %s: %w", ss.srv.Upstream, err)
+		return fmt.Errorf("dialing server %s: %w", target, err)
 	}
 	ss.server = up
 	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
@@ -177,6 +192,25 @@ func (ss *session) run() error {
 		err = context.Cause(ctx)
 	}
 	return err
+}
+
+// destination is where a transparent session goes: the client's original
+// destination, if the policy allows it.
+func (ss *session) destination() (netip.AddrPort, error) {
+	dst, err := ss.srv.OriginalDestination(ss.client)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("finding the original destination: %w", err)
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	// SECURITY: never back into the gateway itself (a client connecting to
+	// the listener directly has the listener as its destination).
+	if ss.srv.isLocal(dst.Addr()) {
+		return netip.AddrPort{}, fmt.Errorf("destination %s is the gateway itself: %w", dst, nat.ErrDestination)
+	}
+	if err := nat.CheckDestination(dst.Addr(), ss.srv.AllowDestinations); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return dst, nil
 }
 
 // pumpCommands copies commands from the client to the server, intercepting

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
+	"github.com/ftpgate/ftpgate/proxy"
 	"github.com/ftpgate/ftpgate/rules"
 )
 
@@ -19,6 +22,34 @@ import (
 type firewall struct {
 	pinholes rules.Pinholer
 	ipt      *rules.IPTables // nil for backend none
+	ct       *rules.Conntrack
+}
+
+// connections returns the watcher that tells the kernel data path when a
+// connection is made, opening it on first use. Without it (conntrack
+// netlink unavailable) kernel-path pinholes stay until data_timeout after
+// the transfer command: a warning, not an error.
+func (fw *firewall) connections(log *slog.Logger) (proxy.ConnectionWatcher, error) {
+	if fw.ipt == nil {
+		return nil, errors.New("the kernel data path needs firewall.backend iptables")
+	}
+	if fw.ct == nil {
+		ct, err := rules.NewConntrack(log)
+		if err != nil {
+			log.Warn("conntrack events unavailable: kernel-path pinholes stay until data_timeout after the transfer command", "err", err)
+			return nil, nil
+		}
+		fw.ct = ct
+	}
+	return conntrackWatcher{fw.ct}, nil
+}
+
+// conntrackWatcher adapts rules.Conntrack to proxy.ConnectionWatcher.
+type conntrackWatcher struct{ ct *rules.Conntrack }
+
+func (w conntrackWatcher) Expect(from netip.Addr, to netip.AddrPort) (<-chan struct{}, func()) {
+	e := w.ct.Expect(from, to)
+	return e.Done(), e.Cancel
 }
 
 // newFirewall builds the backend of fc; it does not touch the firewall yet.
@@ -66,6 +97,9 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 
 // stop removes ftpgate's chains; it runs after every session has ended.
 func (fw *firewall) stop() error {
+	if fw.ct != nil {
+		fw.ct.Close()
+	}
 	if fw.ipt == nil {
 		return nil
 	}

@@ -147,7 +147,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fw.stop()
 		return 1
 	}
-	err = serve(ctx, cfg, log, fw.pinholes)
+	err = serve(ctx, cfg, log, fw)
 	// Every session has ended and closed its pinholes: remove the chains.
 	err = errors.Join(err, fw.stop())
 	logPinholeLatency(log, reg)
@@ -161,7 +161,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // serve binds every listener of cfg and serves them until ctx is done or one
 // of them fails.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, pinholes rules.Pinholer) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewall) error {
 	limiter := proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	type bound struct {
 		srv *proxy.Server
@@ -179,15 +179,29 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, pinholes r
 			closeAll()
 			return err
 		}
-		srv.Pinholes = pinholes
-		ln, err := net.Listen("tcp", lc.Listen)
+		srv.Pinholes = fw.pinholes
+		if srv.DataPath == proxy.KernelPath {
+			if srv.Connections, err = fw.connections(log); err != nil {
+				closeAll()
+				return fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+		}
+		lcfg := net.ListenConfig{}
+		if lc.Intercept == config.InterceptTPROXY {
+			lcfg = rules.TransparentListenConfig()
+		}
+		ln, err := lcfg.Listen(ctx, "tcp", lc.Listen)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
 		all = append(all, bound{srv, ln})
-		log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "upstream", lc.Upstream,
-			"server_mode", lc.Data.ServerMode)
+		to := lc.Upstream
+		if lc.Mode == config.ModeTransparent {
+			to = "original destination (" + lc.Intercept + ")"
+		}
+		log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "to", to,
+			"data_path", lc.Data.Path, "server_mode", lc.Data.ServerMode)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -249,7 +263,43 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	if srv.ServerAddress, err = optionalAddr(lc.Data.ServerAddress); err != nil {
 		return nil, fmt.Errorf("listener %s: server_address: %w", lc.Name, err)
 	}
+	if lc.Data.Path == config.PathKernel {
+		srv.DataPath = proxy.KernelPath
+	}
+	if lc.Mode == config.ModeTransparent {
+		for _, c := range lc.AllowDestinations {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				return nil, fmt.Errorf("listener %s: allow_destinations: %w", lc.Name, err)
+			}
+			srv.AllowDestinations = append(srv.AllowDestinations, p.Masked())
+		}
+		srv.OriginalDestination = redirectedDestination
+		if lc.Intercept == config.InterceptTPROXY {
+			srv.OriginalDestination = tproxyDestination
+		}
+	}
 	return srv, nil
+}
+
+// redirectedDestination is where a connection REDIRECTed to ftpgate was
+// going (SO_ORIGINAL_DST).
+func redirectedDestination(c net.Conn) (netip.AddrPort, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%T is not a TCP connection", c)
+	}
+	return rules.OriginalDestination(tc)
+}
+
+// tproxyDestination is where a connection diverted by TPROXY was going:
+// the local address it was accepted on.
+func tproxyDestination(c net.Conn) (netip.AddrPort, error) {
+	ta, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%T is not a TCP address", c.LocalAddr())
+	}
+	return ta.AddrPort(), nil
 }
 
 func optionalAddr(s string) (netip.Addr, error) {

@@ -22,11 +22,11 @@ import (
 // Listener modes (Listener.Mode).
 const (
 	// ModeReverse accepts control connections on Listen and relays each to
-	// the single server Upstream. It is the only mode supported so far.
+	// the single server Upstream.
 	ModeReverse = "reverse"
-	// ModeTransparent (planned, not supported yet) will serve connections
-	// redirected to the proxy by the firewall, relaying each to its original
-	// destination.
+	// ModeTransparent serves connections that the firewall diverted to the
+	// proxy (REDIRECT or TPROXY), relaying each to its original
+	// destination, within AllowDestinations.
 	ModeTransparent = "transparent"
 	// ModeForward (planned, not supported yet) will let the client name the
 	// server, as in "USER user@host".
@@ -35,12 +35,22 @@ const (
 
 // Data-connection paths (Data.Path).
 const (
-	// PathRelay copies data connections through the proxy's own sockets. It
-	// is the only path supported so far.
+	// PathRelay copies data connections through the proxy's own sockets.
 	PathRelay = "relay"
-	// PathKernel (planned, not supported yet) will let the kernel forward
-	// data connections through NAT pinholes.
+	// PathKernel lets the kernel forward data connections through DNAT and
+	// ACCEPT pinholes: the data never enters the proxy.
 	PathKernel = "kernel"
+)
+
+// Interception methods of transparent listeners (Listener.Intercept).
+const (
+	// InterceptRedirect: the firewall REDIRECTs port 21 to the listener;
+	// the original destination comes from SO_ORIGINAL_DST.
+	InterceptRedirect = "redirect"
+	// InterceptTPROXY: the firewall diverts port 21 with TPROXY to a
+	// listener with IP_TRANSPARENT; the original destination is the
+	// accepted connection's local address.
+	InterceptTPROXY = "tproxy"
 )
 
 // Server modes (Data.ServerMode): how the proxy opens data connections
@@ -168,8 +178,17 @@ type Listener struct {
 	Mode string `yaml:"mode"`
 	// Upstream is the server every session of a reverse listener connects
 	// to: host:port, where host is an IP address or a DNS name and port is
-	// 1..65535. Required in reverse mode.
+	// 1..65535. Required in reverse mode, not allowed in transparent mode.
 	Upstream string `yaml:"upstream"`
+	// AllowDestinations are the networks (CIDR) a transparent listener may
+	// connect to. Empty: any public address. Loopback, link-local,
+	// unspecified and multicast addresses and the gateway's own addresses
+	// are never dialled; private ones (RFC 1918, ULA, 100.64.0.0/10) only
+	// when listed. Transparent mode only.
+	AllowDestinations []string `yaml:"allow_destinations"`
+	// Intercept is how a transparent listener receives its connections:
+	// "redirect" (default) or "tproxy". Transparent mode only.
+	Intercept string `yaml:"intercept"`
 	// Data configures the data connections of this listener's sessions.
 	Data Data `yaml:"data"`
 }
@@ -298,6 +317,9 @@ func Parse(data []byte) (*Config, error) {
 // applyDefaults fills in the empty fields that have a default.
 func (l *Listener) applyDefaults() {
 	setDefault(&l.Mode, DefaultMode)
+	if l.Mode == ModeTransparent {
+		setDefault(&l.Intercept, InterceptRedirect)
+	}
 	setDefault(&l.Data.Path, DefaultPath)
 	setDefault(&l.Data.ServerMode, DefaultServerMode)
 	setDefault(&l.Data.ClientPorts, DefaultClientPorts)
@@ -321,8 +343,12 @@ func (c *Config) Summary() string {
 		fmt.Fprintf(&b, "%d listeners: ", len(c.Listeners))
 	}
 	for _, l := range c.Listeners {
+		to := l.Upstream
+		if l.Mode == ModeTransparent {
+			to = "original destination (" + l.Intercept + ")"
+		}
 		fmt.Fprintf(&b, "%s %s -> %s (%s, server_mode %s); ",
-			l.Name, l.Listen, l.Upstream, l.Data.Path, l.Data.ServerMode)
+			l.Name, l.Listen, to, l.Data.Path, l.Data.ServerMode)
 	}
 	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s max_line_bytes=%d; ",
 		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.MaxLineBytes)

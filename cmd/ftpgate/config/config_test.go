@@ -56,6 +56,19 @@ func TestLoadGood(t *testing.T) {
 					ServerPorts:   "52000-52999",
 				},
 			},
+			{
+				Name:              "edge",
+				Listen:            "198.18.1.1:2121",
+				Mode:              "transparent",
+				AllowDestinations: []string{"198.19.0.0/24", "2001:db8:2::/48"},
+				Intercept:         "redirect",
+				Data: Data{
+					Path:        "kernel",
+					ServerMode:  "same",
+					ClientPorts: "43000-43999",
+					ServerPorts: "53000-53999",
+				},
+			},
 		},
 		Limits: Limits{
 			MaxSessions:          500,
@@ -65,7 +78,7 @@ func TestLoadGood(t *testing.T) {
 			MaxLineBytes:         1024,
 		},
 		Log:      Log{Level: "debug", Format: "json"},
-		Firewall: Firewall{Backend: "none", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
+		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(good.yaml):\n got %+v\nwant %+v", got, want)
@@ -156,12 +169,16 @@ func TestLoadBad(t *testing.T) {
 		{"bad-duplicate-name.yaml", `listeners[1] (public): name: "public" is already used by listeners[0]`},
 		{"bad-duplicate-listen.yaml", `listeners[1] (other): listen: 198.19.0.1:21 is already used by listeners[0] (public)`},
 		{"bad-listen-wildcard.yaml", `listeners[1] (all): listen: 0.0.0.0:21 overlaps 198.19.0.1:21 of listeners[0] (public)`},
-		{"bad-mode-transparent.yaml", `listeners[0] (public): mode: "transparent" is not supported yet; use "reverse"`},
-		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse"`},
+		{"bad-transparent-upstream.yaml", `listeners[0] (edge): upstream: not allowed in transparent mode: each session goes to its original destination`},
+		{"bad-allow-destinations.yaml", `listeners[0] (edge): allow_destinations[1]: invalid CIDR "198.19.0.300/32"`},
+		{"bad-intercept.yaml", `listeners[0] (edge): intercept: unknown value "divert"; use "redirect" or "tproxy"`},
+		{"bad-reverse-allow.yaml", `listeners[0] (public): allow_destinations: only for transparent mode; a reverse listener connects to its upstream`},
+		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse" or "transparent"`},
 		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
-		{"bad-path-kernel.yaml", `listeners[0] (public): data.path: "kernel" is not supported yet; use "relay"`},
+		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs firewall.backend "iptables": its data connections cross only through pinholes`},
+		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
 		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
 		{"bad-client-address-ipv6.yaml", `listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
 		{"bad-client-address-invalid.yaml", `listeners[0] (public): data.client_address: invalid IP address "ftp.example.net"`},
@@ -197,7 +214,7 @@ line 10: unknown key "logging"`},
 listeners[0] (public): listen: invalid address "198.19.0.1": missing port
 listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"
 listeners[1] (public): upstream: required in reverse mode
-listeners[1] (public): data.path: "kernel" is not supported yet; use "relay"
+listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"
 listeners[1] (public): data.client_ports: 80-90 starts below port 1024
 listeners[1] (public): name: "public" is already used by listeners[0]
 limits.max_sessions: must be at least 1, got 0
@@ -253,7 +270,7 @@ func TestAllProblemsAtOnce(t *testing.T) {
 		`listeners[0] (public): listen: invalid address "198.19.0.1": missing port`,
 		`listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`,
 		`listeners[1] (public): upstream: required in reverse mode`,
-		`listeners[1] (public): data.path: "kernel" is not supported yet; use "relay"`,
+		`listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"`,
 		`listeners[1] (public): data.client_ports: 80-90 starts below port 1024`,
 		`listeners[1] (public): name: "public" is already used by listeners[0]`,
 		`limits.max_sessions: must be at least 1, got 0`,
@@ -330,12 +347,13 @@ func TestSummary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "3 listeners: " +
+	want := "4 listeners: " +
 		"public 198.19.0.1:21 -> 198.18.1.2:21 (relay, server_mode same); " +
 		"passive_only 198.19.0.1:2121 -> ftp.example.net:21 (relay, server_mode passive); " +
 		"active-v6 [2001:db8::1]:21 -> [2001:db8:1::2]:21 (relay, server_mode active); " +
+		"edge 198.18.1.1:2121 -> original destination (redirect) (kernel, server_mode same); " +
 		"limits max_sessions=500 max_sessions_per_client=8 idle_timeout=1h0m0s data_timeout=45s max_line_bytes=1024; " +
-		"log level=debug format=json; firewall none"
+		"log level=debug format=json; firewall iptables (legacy) chains FG_1-* pinhole_ttl=10s"
 	if got := cfg.Summary(); got != want {
 		t.Errorf("Summary():\n got %s\nwant %s", got, want)
 	}

@@ -47,6 +47,13 @@ func (c *Config) Validate() error {
 			listens = append(listens, placed[netip.AddrPort]{ap, i, path})
 		}
 	}
+	if c.Firewall.Backend == BackendNone {
+		for i, l := range c.Listeners {
+			if l.Data.Path == PathKernel {
+				errs = append(errs, fmt.Errorf("%s: data.path: %q needs firewall.backend %q: its data connections cross only through pinholes", listenerPath(i, l.Name), PathKernel, BackendIPTables))
+			}
+		}
+	}
 	errs = append(errs, c.checkPortPools()...)
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, c.Log.validate()...)
@@ -89,10 +96,30 @@ func (l *Listener) validate() []error {
 		} else if err := checkUpstream(l.Upstream); err != nil {
 			add("upstream", err)
 		}
-	case ModeTransparent, ModeForward:
-		add("mode", fmt.Errorf("%q is not supported yet; use %q", l.Mode, ModeReverse))
+		if len(l.AllowDestinations) > 0 {
+			add("allow_destinations", errors.New("only for transparent mode; a reverse listener connects to its upstream"))
+		}
+		if l.Intercept != "" {
+			add("intercept", errors.New("only for transparent mode"))
+		}
+	case ModeTransparent:
+		if l.Upstream != "" {
+			add("upstream", errors.New("not allowed in transparent mode: each session goes to its original destination"))
+		}
+		for i, c := range l.AllowDestinations {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				add(fmt.Sprintf("allow_destinations[%d]", i), fmt.Errorf("invalid CIDR %q", c))
+			}
+		}
+		switch l.Intercept {
+		case InterceptRedirect, InterceptTPROXY:
+		default:
+			add("intercept", fmt.Errorf("unknown value %q; use %q or %q", l.Intercept, InterceptRedirect, InterceptTPROXY))
+		}
+	case ModeForward:
+		add("mode", fmt.Errorf("%q is not supported yet; use %q or %q", l.Mode, ModeReverse, ModeTransparent))
 	default:
-		add("mode", fmt.Errorf("unknown value %q; use %q", l.Mode, ModeReverse))
+		add("mode", fmt.Errorf("unknown value %q; use %q or %q", l.Mode, ModeReverse, ModeTransparent))
 	}
 
 	d := &l.Data
@@ -101,9 +128,13 @@ func (l *Listener) validate() []error {
 		add("data.path", errors.New("required"))
 	case PathRelay:
 	case PathKernel:
-		add("data.path", fmt.Errorf("%q is not supported yet; use %q", d.Path, PathRelay))
+		// The kernel forwards what it is told: it cannot turn a passive
+		// data connection into an active one.
+		if d.ServerMode != ServerModeSame && d.ServerMode != "" {
+			add("data.server_mode", fmt.Errorf("%q needs path %q: the kernel path cannot convert modes; use %q", d.ServerMode, PathRelay, ServerModeSame))
+		}
 	default:
-		add("data.path", fmt.Errorf("unknown value %q; use %q", d.Path, PathRelay))
+		add("data.path", fmt.Errorf("unknown value %q; use %q or %q", d.Path, PathRelay, PathKernel))
 	}
 
 	switch d.ServerMode {

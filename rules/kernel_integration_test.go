@@ -1,0 +1,362 @@
+//go:build integration
+
+// Integration tests of the kernel-facing helpers beside the iptables
+// backend: SO_ORIGINAL_DST, IP_TRANSPARENT listeners and conntrack events.
+// They run in the same binary, and so behind the same TestMain guard, as
+// integration_test.go: only inside a network namespace of their own
+// (unshare --net), with 198.18.0.1-3 and 2001:db8::1-3 on lo. Every test
+// starts and ends with both iptables variants flushed (resetFirewall).
+package rules
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Destinations that no interface has: what a client dials before the
+// firewall redirects it.
+var (
+	away4 = netip.MustParseAddr("198.18.0.9")
+	away6 = netip.MustParseAddr("2001:db8::9")
+)
+
+// routeAway routes away4 and away6 through lo, as a default route would on
+// a real machine: nat OUTPUT sees a packet only after the routing decision,
+// and the namespace has no other route. The routes go when the test ends.
+func routeAway(t *testing.T) {
+	t.Helper()
+	mustBeIsolated(t)
+	for _, a := range []netip.Addr{away4, away6} {
+		prefix := netip.PrefixFrom(a, a.BitLen()).String()
+		if out, err := exec.Command("ip", "route", "replace", prefix, "dev", "lo").CombinedOutput(); err != nil {
+			t.Fatalf("ip route replace %s dev lo: %v: %s", prefix, err, out)
+		}
+		t.Cleanup(func() {
+			mustBeIsolated(t)
+			if out, err := exec.Command("ip", "route", "del", prefix, "dev", "lo").CombinedOutput(); err != nil {
+				t.Errorf("ip route del %s dev lo: %v: %s", prefix, err, out)
+			}
+		})
+	}
+}
+
+// acceptOne dials dst from src through ln and returns the accepted end.
+// Both ends are closed when the test ends.
+func acceptOne(t *testing.T, ln net.Listener, src netip.Addr, dst netip.AddrPort) *net.TCPConn {
+	t.Helper()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	accepted := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		accepted <- result{c, err}
+	}()
+	var (
+		c   net.Conn
+		err error
+	)
+	if src.IsValid() {
+		c, err = dial(src, dst)
+	} else {
+		c, err = net.DialTimeout("tcp", dst.String(), 2*time.Second)
+	}
+	if err != nil {
+		ln.Close() // unblocks Accept
+		<-accepted
+		t.Fatalf("dialing %s: %v", dst, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	select {
+	case r := <-accepted:
+		if r.err != nil {
+			t.Fatalf("accepting the connection to %s: %v", dst, r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c.(*net.TCPConn)
+	case <-time.After(2 * time.Second):
+		ln.Close()
+		<-accepted
+		t.Fatalf("connection to %s connected but was not accepted on %s", dst, ln.Addr())
+		return nil
+	}
+}
+
+func listen(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatalf("listening on %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func wantOriginal(t *testing.T, c *net.TCPConn, want netip.AddrPort) {
+	t.Helper()
+	got, err := OriginalDestination(c)
+	if err != nil || got != want {
+		t.Errorf("OriginalDestination(%s -> %s) = %v, %v; want %s", c.RemoteAddr(), c.LocalAddr(), got, err, want)
+	}
+}
+
+func wantNotRedirected(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	got, err := OriginalDestination(c)
+	if !errors.Is(err, ErrNotExist) {
+		t.Errorf("OriginalDestination(%s -> %s) = %v, %v; want ErrNotExist", c.RemoteAddr(), c.LocalAddr(), got, err)
+		return
+	}
+	t.Logf("not redirected: %v", err)
+}
+
+func TestIntegrationOriginalDestination(t *testing.T) {
+	routeAway(t)
+	forEachVariant(t, func(t *testing.T, v variant) {
+		// Nothing redirected yet: conntrack may not even track this
+		// namespace's connections (ENOENT), or it does and NAT changed
+		// nothing; ErrNotExist either way.
+		direct := listen(t, "tcp4", netip.AddrPortFrom(gw4, 0).String())
+		wantNotRedirected(t, acceptOne(t, direct, peer4, netip.MustParseAddrPort(direct.Addr().String())))
+
+		// Locally generated connections traverse nat OUTPUT. REDIRECT
+		// sends them to the primary address of lo, 127.0.0.1 or ::1, so
+		// the listeners take every address.
+		run(t, v.v4, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", away4.String(), "--dport", "21",
+			"-j", "REDIRECT", "--to-ports", "2121")
+		run(t, v.v6, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", away6.String(), "--dport", "21",
+			"-j", "REDIRECT", "--to-ports", "2121")
+		ln4 := listen(t, "tcp4", "0.0.0.0:2121")
+		ln6 := listen(t, "tcp6", "[::]:2121")
+
+		t.Run("IPv4", func(t *testing.T) {
+			c := acceptOne(t, ln4, netip.Addr{}, netip.AddrPortFrom(away4, 21))
+			if got := c.LocalAddr().(*net.TCPAddr).Port; got != 2121 {
+				t.Fatalf("accepted on port %d: not redirected", got)
+			}
+			wantOriginal(t, c, netip.AddrPortFrom(away4, 21))
+			// A connection to the listener itself, now that conntrack
+			// tracks everything: the kernel answers with the local
+			// address.
+			wantNotRedirected(t, acceptOne(t, ln4, peer4, netip.AddrPortFrom(gw4, 2121)))
+		})
+		t.Run("IPv6", func(t *testing.T) {
+			c := acceptOne(t, ln6, netip.Addr{}, netip.AddrPortFrom(away6, 21))
+			wantOriginal(t, c, netip.AddrPortFrom(away6, 21))
+			wantNotRedirected(t, acceptOne(t, ln6, peer6, netip.AddrPortFrom(gw6, 2121)))
+		})
+		t.Run("DualStack", func(t *testing.T) {
+			// An IPv4 connection on a dual-stack socket: SO_ORIGINAL_DST
+			// on an AF_INET6 socket, answer unmapped.
+			run(t, v.v4, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", away4.String(), "--dport", "22",
+				"-j", "REDIRECT", "--to-ports", "2122")
+			ln := listen(t, "tcp", "[::]:2122")
+			c := acceptOne(t, ln, peer4, netip.AddrPortFrom(away4, 22))
+			if a := netip.MustParseAddrPort(c.LocalAddr().String()).Addr(); !a.Is4In6() && !a.Is4() {
+				t.Fatalf("local address %s: not an IPv4 connection", a)
+			}
+			wantOriginal(t, c, netip.AddrPortFrom(away4, 22))
+		})
+		t.Run("DNAT", func(t *testing.T) {
+			ln := listen(t, "tcp4", netip.AddrPortFrom(gw4, 0).String())
+			to := netip.MustParseAddrPort(ln.Addr().String())
+			run(t, v.v4, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", away4.String(), "--dport", "2000",
+				"-j", "DNAT", "--to-destination", to.String())
+			wantOriginal(t, acceptOne(t, ln, peer4, netip.AddrPortFrom(away4, 2000)), netip.AddrPortFrom(away4, 2000))
+
+			ln6 := listen(t, "tcp6", netip.AddrPortFrom(gw6, 0).String())
+			to6 := netip.MustParseAddrPort(ln6.Addr().String())
+			run(t, v.v6, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", away6.String(), "--dport", "2000",
+				"-j", "DNAT", "--to-destination", to6.String())
+			wantOriginal(t, acceptOne(t, ln6, peer6, netip.AddrPortFrom(away6, 2000)), netip.AddrPortFrom(away6, 2000))
+		})
+	})
+}
+
+// sockoptInt reads an int socket option of ln's socket.
+func sockoptInt(t *testing.T, ln net.Listener, level, opt int) int {
+	t.Helper()
+	raw, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		v    int
+		gerr error
+	)
+	if err := raw.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), level, opt) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatalf("getsockopt(%d, %d) on %s: %v", level, opt, ln.Addr(), gerr)
+	}
+	return v
+}
+
+func TestIntegrationTransparentListenConfig(t *testing.T) {
+	lc := TransparentListenConfig()
+	for _, tt := range []struct {
+		network, addr string
+		v6            bool // an AF_INET6 socket
+	}{
+		{"tcp4", "198.18.0.1:0", false},
+		{"tcp4", "0.0.0.0:0", false},
+		{"tcp6", "[2001:db8::1]:0", true},
+		{"tcp", "[::]:0", true}, // dual-stack
+	} {
+		ln, err := lc.Listen(t.Context(), tt.network, tt.addr)
+		if err != nil {
+			t.Fatalf("Listen(%s, %s): %v", tt.network, tt.addr, err)
+		}
+		defer ln.Close()
+		if got := sockoptInt(t, ln, syscall.SOL_IP, syscall.IP_TRANSPARENT); got != 1 {
+			t.Errorf("%s %s: IP_TRANSPARENT = %d, want 1", tt.network, ln.Addr(), got)
+		}
+		if tt.v6 {
+			if got := sockoptInt(t, ln, syscall.SOL_IPV6, ipv6Transparent); got != 1 {
+				t.Errorf("%s %s: IPV6_TRANSPARENT = %d, want 1", tt.network, ln.Addr(), got)
+			}
+		}
+		// A plain listener does not have it: the getsockopt tells.
+		plain := listen(t, tt.network, tt.addr)
+		if got := sockoptInt(t, plain, syscall.SOL_IP, syscall.IP_TRANSPARENT); got != 0 {
+			t.Errorf("%s %s: plain listener has IP_TRANSPARENT = %d", tt.network, plain.Addr(), got)
+		}
+	}
+}
+
+// newTestConntrack opens a Conntrack whose logs are shown if the test fails.
+func newTestConntrack(t *testing.T) *Conntrack {
+	t.Helper()
+	logs := &syncBuffer{}
+	c, err := NewConntrack(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatalf("NewConntrack: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("conntrack logs:\n%s", logs)
+		}
+	})
+	return c
+}
+
+// wantSeen waits up to 2s for e.
+func wantSeen(t *testing.T, e *Expectation, what string) {
+	t.Helper()
+	select {
+	case <-e.Done():
+		if err := e.Err(); err != nil {
+			t.Errorf("%s: Err = %v, want nil", what, err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Errorf("%s: no event within 2s", what)
+	}
+}
+
+// wantNotSeen checks that e is still pending 300ms on.
+func wantNotSeen(t *testing.T, e *Expectation, what string) {
+	t.Helper()
+	select {
+	case <-e.Done():
+		t.Errorf("%s: Done closed (Err %v), want it pending", what, e.Err())
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// connect dials dst from src and closes the connection at once.
+func connect(t *testing.T, src netip.Addr, dst netip.AddrPort) {
+	t.Helper()
+	c, err := dial(src, dst)
+	if err != nil {
+		t.Fatalf("%s -> %s: %v", src, dst, err)
+	}
+	c.Close()
+}
+
+func TestIntegrationConntrack(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, v variant) {
+		// Conntrack tracks a namespace's connections once a rule needs it.
+		for _, bin := range []string{v.v4, v.v6} {
+			run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+		}
+
+		t.Run("NoGoroutineLeft", func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			c, err := NewConntrack(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := c.Expect(peer4, netip.AddrPortFrom(gw4, 40001))
+			pending := c.Expect(peer4, netip.AddrPortFrom(gw4, 40002))
+			e.Cancel()
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-pending.Done():
+				if !errors.Is(pending.Err(), ErrClosed) {
+					t.Errorf("pending at Close: Err = %v, want ErrClosed", pending.Err())
+				}
+			default:
+				t.Error("Close left an Expectation pending")
+			}
+			pending.Cancel()
+			if n := waitGoroutines(base); n > base {
+				t.Errorf("%d goroutines after Close, %d before NewConntrack", n, base)
+			}
+		})
+
+		c := newTestConntrack(t)
+		for _, fam := range []struct {
+			name            string
+			gw, peer, thief netip.Addr
+		}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}} {
+			t.Run(fam.name, func(t *testing.T) {
+				dst := echoServer(t, fam.gw)
+				other := echoServer(t, fam.gw)
+
+				e := c.Expect(fam.peer, dst)
+				defer e.Cancel()
+				connect(t, fam.thief, dst)
+				wantNotSeen(t, e, "a connection from another source")
+				connect(t, fam.peer, other)
+				wantNotSeen(t, e, "a connection to another port")
+				connect(t, fam.peer, dst)
+				wantSeen(t, e, "the expected connection")
+
+				// Satisfied once: a second one needs a second Expectation.
+				again := c.Expect(fam.peer, dst)
+				defer again.Cancel()
+				wantNotSeen(t, again, "no connection yet")
+				connect(t, fam.peer, dst)
+				wantSeen(t, again, "the second connection")
+			})
+		}
+		t.Run("DNAT", func(t *testing.T) {
+			routeAway(t)
+			dst := echoServer(t, gw4)
+			pre := netip.AddrPortFrom(away4, 2000)
+			run(t, v.v4, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", pre.Addr().String(), "--dport", "2000",
+				"-j", "DNAT", "--to-destination", dst.String())
+			post := c.Expect(peer4, dst) // the DNAT target: not the original tuple
+			defer post.Cancel()
+			e := c.Expect(peer4, pre)
+			defer e.Cancel()
+			connect(t, peer4, pre)
+			wantSeen(t, e, "the connection to the pre-NAT destination")
+			wantNotSeen(t, post, "the DNAT target")
+		})
+	})
+}
