@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,9 +20,10 @@ import (
 	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
-// The network and the ftpgate binary, shared by every test of the package.
+// The networks and the ftpgate binary, shared by every test of the package.
 var (
-	net4       *netlab.HomeRouter
+	net4       *netlab.HomeRouter // the home router: server behind NAT
+	edge       *netlab.Network    // the corporate edge: clients inside
 	ftpgateBin string
 )
 
@@ -83,13 +85,21 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	net4 = h
-	// Remove the network on every way out: normal return, a signal, or a
+	// Remove the networks on every way out: normal return, a signal, or a
 	// run that takes too long (go test's own timeout would panic and skip
 	// deferred cleanup).
+	var once sync.Once
 	cleanup := func() {
-		if err := h.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: cleanup:", err)
-		}
+		once.Do(func() {
+			if err := h.Close(); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: cleanup:", err)
+			}
+			if edge != nil {
+				if err := edge.Close(); err != nil {
+					fmt.Fprintln(os.Stderr, "e2e: cleanup:", err)
+				}
+			}
+		})
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -105,11 +115,17 @@ func testMain(m *testing.M) int {
 	})
 	defer watchdog.Stop()
 	defer cleanup()
+	if edge, err = netlab.NewCorporateEdge("iptables"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the corporate edge:", err)
+		return 1
+	}
 
 	code := m.Run()
-	if n, err := h.StrayPackets(); err != nil || n > 0 {
-		fmt.Fprintf(os.Stderr, "e2e: %d packets to addresses outside the test space (err %v)\n", n, err)
-		code = 1
+	for _, nw := range []*netlab.Network{h, edge} {
+		if n, err := nw.StrayPackets(); err != nil || n > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: %d packets to addresses outside the test space (err %v)\n", n, err)
+			code = 1
+		}
 	}
 	return code
 }

@@ -56,7 +56,6 @@ func TestMatrix(t *testing.T) {
 		})
 	}
 	assertNoLeftovers(t, gw, baseline)
-	waitNoPinholes(t)
 	// Each kernel-path data connection was seen in conntrack, and its
 	// pinhole removed then, not at a timeout.
 	if n := strings.Count(gw.Stderr.String(), "outcome=forwarded"); n < len(netlab.Clients)*len(netlab.Ops) {
@@ -64,15 +63,22 @@ func TestMatrix(t *testing.T) {
 	}
 }
 
-// startFtpgate runs ftpgate in the gateway with config and stops it (SIGTERM)
-// when the test ends; the test fails if it did not exit cleanly. Its log is
-// printed when the test fails.
+// startFtpgate runs ftpgate in the home router's gateway with config and
+// stops it when the test ends.
 func startFtpgate(t *testing.T, config string, ports ...int) *netlab.Proc {
 	t.Helper()
 	p, err := net4.StartFtpgate(ftpgateBin, config, ports...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopOnCleanup(t, p)
+	return p
+}
+
+// stopOnCleanup stops ftpgate (SIGTERM) when the test ends; the test fails
+// if it did not exit cleanly or panicked. Its log is printed when the test
+// fails.
+func stopOnCleanup(t *testing.T, p *netlab.Proc) {
 	t.Cleanup(func() {
 		// A test that killed ftpgate on purpose has seen to it already.
 		if !p.Exited() {
@@ -87,7 +93,6 @@ func startFtpgate(t *testing.T, config string, ports ...int) *netlab.Proc {
 			t.Errorf("ftpgate panicked:\n%s", tail(p.Stderr.String(), 100))
 		}
 	})
-	return p
 }
 
 // openFDs counts the sockets the ftpgate process has open. Pipes are left
@@ -109,26 +114,28 @@ func openFDs(t *testing.T, p *netlab.Proc) int {
 	return n
 }
 
-// assertNoLeftovers waits (bounded) for ftpgate's sessions to wind down and
-// checks that no data listener is left open and the descriptor count is back
-// to baseline.
+// assertNoLeftovers waits (bounded) for ftpgate's sessions on the home
+// router to wind down, and checks that no data port is left listening, no
+// pinhole is left, and the socket count is back to baseline.
 func assertNoLeftovers(t *testing.T, p *netlab.Proc, baseline int) {
+	t.Helper()
+	assertNoLeftoversOn(t, net4, p, baseline)
+}
+
+// assertNoLeftoversOn is assertNoLeftovers on network nw.
+func assertNoLeftoversOn(t *testing.T, nw *netlab.Network, p *netlab.Proc, baseline int) {
 	t.Helper()
 	var fds int
 	var extra []int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		fds = openFDs(t, p)
-		out, err := net4.Listening(net4.Gateway, netlab.GatewayOut)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := net4.Listening(net4.Gateway, netlab.GatewayIn)
+		ports, err := nw.Listening(nw.Gateway, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		extra = nil
-		for _, port := range append(out, in...) {
+		for _, port := range ports {
 			if port >= 40000 {
 				extra = append(extra, port)
 			}
@@ -144,6 +151,7 @@ func assertNoLeftovers(t *testing.T, p *netlab.Proc, baseline int) {
 	if fds > baseline {
 		t.Errorf("ftpgate holds %d sockets, %d before the sessions", fds, baseline)
 	}
+	waitNoPinholesOn(t, nw)
 }
 
 // tail returns the last n lines of s.

@@ -199,22 +199,33 @@ firewall: {backend: iptables, variant: legacy}
 	}
 }
 
-// gatewayRules is the gateway's iptables-save output.
+// gatewayRules is the home router gateway's iptables-save output.
 func gatewayRules(t *testing.T) string {
 	t.Helper()
-	out, err := net4.GatewayRules()
+	return gatewayRulesOn(t, net4)
+}
+
+// gatewayRulesOn is nw's gateway's iptables-save output.
+func gatewayRulesOn(t *testing.T, nw *netlab.Network) string {
+	t.Helper()
+	out, err := nw.GatewayRules()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// ftpgateLines are the lines of the gateway's rules that name ftpgate's
-// chains.
+// ftpgateLines are the lines of the home router gateway's rules that name
+// ftpgate's chains.
 func ftpgateLines(t *testing.T) []string {
 	t.Helper()
+	return ftpgateLinesOn(t, net4)
+}
+
+func ftpgateLinesOn(t *testing.T, nw *netlab.Network) []string {
+	t.Helper()
 	var lines []string
-	for line := range strings.Lines(gatewayRules(t)) {
+	for line := range strings.Lines(gatewayRulesOn(t, nw)) {
 		if strings.Contains(line, "FTPGATE") {
 			lines = append(lines, strings.TrimSpace(line))
 		}
@@ -222,11 +233,16 @@ func ftpgateLines(t *testing.T) []string {
 	return lines
 }
 
-// pinholes are the rules inside ftpgate's chains.
+// pinholes are the rules inside ftpgate's chains on the home router.
 func pinholes(t *testing.T) []string {
 	t.Helper()
+	return pinholesOn(t, net4)
+}
+
+func pinholesOn(t *testing.T, nw *netlab.Network) []string {
+	t.Helper()
 	var holes []string
-	for _, line := range ftpgateLines(t) {
+	for _, line := range ftpgateLinesOn(t, nw) {
 		if strings.HasPrefix(line, "-A FTPGATE-") {
 			holes = append(holes, line)
 		}
@@ -234,12 +250,18 @@ func pinholes(t *testing.T) []string {
 	return holes
 }
 
-// waitNoPinholes waits up to 10 s until ftpgate's chains are empty.
+// waitNoPinholes waits up to 10 s until ftpgate's chains on the home router
+// are empty.
 func waitNoPinholes(t *testing.T) {
+	t.Helper()
+	waitNoPinholesOn(t, net4)
+}
+
+func waitNoPinholesOn(t *testing.T, nw *netlab.Network) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		holes := pinholes(t)
+		holes := pinholesOn(t, nw)
 		if len(holes) == 0 {
 			return
 		}

@@ -53,8 +53,8 @@ var Clients = []Client{
 	{Name: "curl EPSV", Passive: true, Want: "> EPSV", Avoid: "> PASV", argv: curl()},
 	{Name: "curl PASV strict", Passive: true, Want: "> PASV", Avoid: "> EPSV", argv: curl("--disable-epsv", "--no-ftp-skip-pasv-ip")},
 	{Name: "curl PASV", Passive: true, Want: "> PASV", Avoid: "> EPSV", argv: curl("--disable-epsv")},
-	{Name: "curl EPRT", Want: "> EPRT", Avoid: "> PORT", argv: curl("--ftp-port", ClientAddr)},
-	{Name: "curl PORT", Want: "> PORT", Avoid: "> EPRT", argv: curl("--ftp-port", ClientAddr, "--disable-eprt")},
+	{Name: "curl EPRT", Want: "> EPRT", Avoid: "> PORT", argv: curl("--ftp-port", clientIP)},
+	{Name: "curl PORT", Want: "> PORT", Avoid: "> EPRT", argv: curl("--ftp-port", clientIP, "--disable-eprt")},
 	{Name: "lftp passive strict", Passive: true, Want: "---> PASV", argv: lftp("set ftp:passive-mode on; set ftp:fix-pasv-address no")},
 	{Name: "lftp passive", Passive: true, Want: "---> PASV", argv: lftp("set ftp:passive-mode on")},
 	{Name: "lftp active", Want: "---> PORT", argv: lftp("set ftp:passive-mode off")},
@@ -73,10 +73,18 @@ func ClientByName(name string) Client {
 	panic("netlab: no client " + name)
 }
 
+// clientIP in a client's options stands for the client's own address.
+const clientIP = "{client}"
+
 func curl(opts ...string) func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 	return func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 		args := []string{"curl", "-sS", "-v", "--max-time", "60", "--connect-timeout", "10", "-u", "anonymous:ftpgate@"}
-		args = append(args, opts...)
+		for _, o := range opts {
+			if o == clientIP {
+				o = h.ClientIP
+			}
+			args = append(args, o)
+		}
 		url := fmt.Sprintf("ftp://%s:%d/%s", host, port, remote)
 		switch op {
 		case OpRetr:
@@ -133,7 +141,7 @@ type Cell struct {
 // or resumed) has the server file's SHA-256, a stored file arrives on the
 // server with the sent file's SHA-256, and the client's protocol log shows
 // the data command it was meant to use.
-func (h *HomeRouter) Do(c Client, host string, port int, op Op) Cell {
+func (h *Network) Do(c Client, host string, port int, op Op) Cell {
 	cell := Cell{Client: c.Name, Op: op}
 	n := h.cellSeq.Add(1)
 	name := fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", "+", "-").Replace(strings.ToLower(c.Name)), n)
@@ -176,7 +184,7 @@ func (h *HomeRouter) Do(c Client, host string, port int, op Op) Cell {
 	return cell
 }
 
-func (h *HomeRouter) check(c Client, op Op, log, local, remote, uploadSum string) error {
+func (h *Network) check(c Client, op Op, log, local, remote, uploadSum string) error {
 	if !strings.Contains(log, c.Want) {
 		return fmt.Errorf("protocol log lacks %q", c.Want)
 	}
@@ -208,7 +216,7 @@ func matchSHA(path, want string) error {
 }
 
 // uploadSource writes the file that STOR sends, once, and returns its hash.
-func (h *HomeRouter) uploadSource() (string, error) {
+func (h *Network) uploadSource() (string, error) {
 	h.uploadMu.Lock()
 	defer h.uploadMu.Unlock()
 	path := filepath.Join(h.Dir, "upload-source.bin")
@@ -220,7 +228,7 @@ func (h *HomeRouter) uploadSource() (string, error) {
 
 // PythonClient writes ftpclient.py (a client on Python's ftplib) into the lab
 // once and returns its path.
-func (h *HomeRouter) PythonClient() string {
+func (h *Network) PythonClient() string {
 	path := filepath.Join(h.Dir, "ftpclient.py")
 	if _, err := os.Stat(path); err != nil {
 		os.WriteFile(path, ftpclientPy, 0o644)

@@ -36,16 +36,20 @@ const (
 	BigSize = 10 << 20
 )
 
-// HomeRouter is the network of ftpgate's end-to-end tests and demo: a client
-// on the Internet side, a Linux home router with a stateful firewall and
-// NAT, and an FTP server (vsftpd) behind it that advertises its private
-// address. A fourth host, the thief, sits on another Internet-side link.
-//
-//	client 198.19.0.2 --- 198.19.0.1 (+ .10) gateway 198.18.1.1 --- 198.18.1.2 server (vsftpd)
-//	thief  198.19.1.2 --- 198.19.1.1 gateway
-type HomeRouter struct {
+// Network is a test network of ftpgate's end-to-end tests, demo and
+// benchmarks: an FTP client, a Linux gateway with a stateful firewall and
+// NAT, where ftpgate runs, and an FTP server (vsftpd). NewHomeRouter and
+// NewCorporateEdge build the two shapes.
+type Network struct {
 	*Lab
-	Client, Gateway, Server, Thief *NS
+	Client, Gateway, Server *NS
+	// Thief is a fourth host that tries to steal data connections; nil in
+	// networks without one.
+	Thief *NS
+
+	// ClientIP and ServerIP are the client's and the server's addresses;
+	// ListenIP is the gateway address where ftpgate listens.
+	ClientIP, ServerIP, ListenIP string
 
 	// FTPRoot is vsftpd's anonymous root: pub/ to read, upload/ to write.
 	FTPRoot string
@@ -59,6 +63,15 @@ type HomeRouter struct {
 	cellSeq  atomic.Int64 // names the files of each cell
 	uploadMu sync.Mutex   // guards writing the upload source once
 }
+
+// HomeRouter is the network of NewHomeRouter: a client on the Internet side,
+// a Linux home router with a stateful firewall and NAT, and an FTP server
+// behind it that advertises its private address. A fourth host, the thief,
+// sits on another Internet-side link.
+//
+//	client 198.19.0.2 --- 198.19.0.1 (+ .10) gateway 198.18.1.1 --- 198.18.1.2 server (vsftpd)
+//	thief  198.19.1.2 --- 198.19.1.1 gateway
+type HomeRouter = Network
 
 // GatewayFirewall is the router's base rule set: policy DROP, ESTABLISHED
 // accepted, the control ports (%[2]s) accepted, nothing else. Data
@@ -97,24 +110,16 @@ ip6tables -A OUTPUT -j REJECT
 // server's files and starts vsftpd. listenPorts are the control ports that
 // the gateway accepts. On error, everything built so far is removed.
 func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err error) {
-	lab, err := New()
+	h, err := newNetwork(iptables, true)
 	if err != nil {
 		return nil, err
 	}
-	h := &HomeRouter{Lab: lab, IPTables: iptables}
+	h.ClientIP, h.ServerIP, h.ListenIP = ClientAddr, ServerAddr, GatewayOut
 	defer func() {
 		if err != nil {
-			lab.Close()
+			h.Close()
 		}
 	}()
-	for _, ns := range []struct {
-		p    **NS
-		role string
-	}{{&h.Client, "client"}, {&h.Gateway, "gw"}, {&h.Server, "server"}, {&h.Thief, "thief"}} {
-		if *ns.p, err = lab.AddNS(ns.role); err != nil {
-			return nil, err
-		}
-	}
 	if err := Link(h.Client, "eth0", []string{ClientAddr + "/24"}, h.Gateway, "out", []string{GatewayOut + "/24", GatewayDNAT + "/24"}); err != nil {
 		return nil, err
 	}
@@ -124,16 +129,8 @@ func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err erro
 	if err := Link(h.Thief, "eth0", []string{ThiefAddr + "/24"}, h.Gateway, "thief", []string{GatewayThief + "/24"}); err != nil {
 		return nil, err
 	}
-	for _, r := range []struct {
-		ns *NS
-		gw string
-	}{{h.Client, GatewayOut}, {h.Server, GatewayIn}, {h.Thief, GatewayThief}} {
-		if _, err := r.ns.Run("ip", "route", "add", "default", "via", r.gw); err != nil {
-			return nil, err
-		}
-		if err := r.ns.Script(hostHygiene); err != nil {
-			return nil, err
-		}
+	if err := h.setupHosts(map[*NS]string{h.Client: GatewayOut, h.Server: GatewayIn, h.Thief: GatewayThief}); err != nil {
+		return nil, err
 	}
 	ports := make([]string, len(listenPorts))
 	for i, p := range listenPorts {
@@ -148,9 +145,50 @@ func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err erro
 	return h, nil
 }
 
+// newNetwork makes the lab and the namespaces of a network: client,
+// gateway, server and, if thief, the thief.
+func newNetwork(iptables string, thief bool) (*Network, error) {
+	lab, err := New()
+	if err != nil {
+		return nil, err
+	}
+	h := &Network{Lab: lab, IPTables: iptables}
+	roles := []struct {
+		p    **NS
+		role string
+	}{{&h.Client, "client"}, {&h.Gateway, "gw"}, {&h.Server, "server"}}
+	if thief {
+		roles = append(roles, struct {
+			p    **NS
+			role string
+		}{&h.Thief, "thief"})
+	}
+	for _, ns := range roles {
+		if *ns.p, err = lab.AddNS(ns.role); err != nil {
+			lab.Close()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// setupHosts gives each host its default route through the gateway and the
+// hygiene rules.
+func (h *Network) setupHosts(gateways map[*NS]string) error {
+	for ns, gw := range gateways {
+		if _, err := ns.Run("ip", "route", "add", "default", "via", gw); err != nil {
+			return err
+		}
+		if err := ns.Script(hostHygiene); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // startVsftpd writes vsftpd's files and configuration and runs it in the
 // foreground in the server namespace.
-func (h *HomeRouter) startVsftpd() error {
+func (h *Network) startVsftpd() error {
 	h.FTPRoot = filepath.Join(h.Dir, "ftproot")
 	empty := filepath.Join(h.Dir, "vsftpd-empty")
 	for _, d := range []string{h.FTPRoot, filepath.Join(h.FTPRoot, "pub"), filepath.Join(h.FTPRoot, "upload"), empty} {
@@ -174,7 +212,7 @@ func (h *HomeRouter) startVsftpd() error {
 	// which is what a proxy must get right.
 	text := `listen=YES
 listen_ipv6=NO
-listen_address=` + ServerAddr + `
+listen_address=` + h.ServerIP + `
 listen_port=21
 background=NO
 anonymous_enable=YES
@@ -219,7 +257,7 @@ max_per_ip=0
 		return err
 	}
 	h.vsftpd = p
-	if err := h.WaitListening(h.Server, ServerAddr+":21", 10*time.Second); err != nil {
+	if err := h.WaitListening(h.Server, h.ServerIP+":21", 10*time.Second); err != nil {
 		return fmt.Errorf("vsftpd did not start: %w: %s", err, p.Stderr.String())
 	}
 	return nil
@@ -227,7 +265,7 @@ max_per_ip=0
 
 // WaitListening waits until something listens on addr (host:port) in ns,
 // polling at most every 50 ms until d has passed.
-func (h *HomeRouter) WaitListening(ns *NS, addr string, d time.Duration) error {
+func (h *Network) WaitListening(ns *NS, addr string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		out, err := ns.Run("ss", "-Hltn", "src", addr)
@@ -239,8 +277,9 @@ func (h *HomeRouter) WaitListening(ns *NS, addr string, d time.Duration) error {
 	return fmt.Errorf("nothing listens on %s in %s after %s", addr, ns.Name, d)
 }
 
-// Listening returns the TCP ports that listen in ns on addr (an IP).
-func (h *HomeRouter) Listening(ns *NS, ip string) ([]int, error) {
+// Listening returns the TCP ports that listen in ns on addr (an IP; "" for
+// any address).
+func (h *Network) Listening(ns *NS, ip string) ([]int, error) {
 	out, err := ns.Run("ss", "-Hltn")
 	if err != nil {
 		return nil, err
@@ -252,7 +291,7 @@ func (h *HomeRouter) Listening(ns *NS, ip string) ([]int, error) {
 			continue
 		}
 		host, port, err := net.SplitHostPort(f[3])
-		if err != nil || host != ip {
+		if err != nil || (ip != "" && host != ip) {
 			continue
 		}
 		if n, err := strconv.Atoi(port); err == nil {
@@ -264,9 +303,12 @@ func (h *HomeRouter) Listening(ns *NS, ip string) ([]int, error) {
 
 // StrayPackets returns how many packets the hosts' hygiene rules rejected
 // (traffic to addresses outside the test space). It must stay zero.
-func (h *HomeRouter) StrayPackets() (int, error) {
+func (h *Network) StrayPackets() (int, error) {
 	total := 0
 	for _, ns := range []*NS{h.Client, h.Server, h.Thief} {
+		if ns == nil {
+			continue
+		}
 		for _, tool := range []string{"iptables", "ip6tables"} {
 			out, err := ns.Run(tool, "-L", "OUTPUT", "-v", "-x", "-n")
 			if err != nil {
@@ -286,12 +328,12 @@ func (h *HomeRouter) StrayPackets() (int, error) {
 
 // VsftpdPID is the process ID of the listening vsftpd; its children are the
 // per-session processes.
-func (h *HomeRouter) VsftpdPID() int { return h.vsftpd.PID() }
+func (h *Network) VsftpdPID() int { return h.vsftpd.PID() }
 
 // KillVsftpdSessions kills (SIGKILL) every descendant of the listening
 // vsftpd, that is every FTP session the server runs, and returns how many
 // processes it killed.
-func (h *HomeRouter) KillVsftpdSessions() (int, error) {
+func (h *Network) KillVsftpdSessions() (int, error) {
 	out, err := exec.Command("ps", "-e", "-o", "pid=,ppid=").Output()
 	if err != nil {
 		return 0, fmt.Errorf("listing processes: %w", err)
@@ -318,12 +360,12 @@ func (h *HomeRouter) KillVsftpdSessions() (int, error) {
 
 // GatewayRules returns the gateway's rules as iptables-save prints them
 // (all tables), in the variant the network was built with.
-func (h *HomeRouter) GatewayRules() (string, error) {
+func (h *Network) GatewayRules() (string, error) {
 	return h.Gateway.Run(h.IPTables + "-save")
 }
 
 // Close stops vsftpd and removes the network.
-func (h *HomeRouter) Close() error {
+func (h *Network) Close() error {
 	return h.Lab.Close()
 }
 
@@ -367,7 +409,7 @@ var errMismatch = errors.New("sha256 mismatch")
 
 // StartFtpgate writes config into the lab and runs the ftpgate binary with it
 // in the gateway namespace, waiting until it listens on each of ports.
-func (h *HomeRouter) StartFtpgate(binary, config string, ports ...int) (*Proc, error) {
+func (h *Network) StartFtpgate(binary, config string, ports ...int) (*Proc, error) {
 	path := filepath.Join(h.Dir, fmt.Sprintf("ftpgate-%d.yaml", h.cellSeq.Add(1)))
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		return nil, err
@@ -377,7 +419,7 @@ func (h *HomeRouter) StartFtpgate(binary, config string, ports ...int) (*Proc, e
 		return nil, err
 	}
 	for _, port := range ports {
-		if err := h.WaitListening(h.Gateway, fmt.Sprintf("%s:%d", GatewayOut, port), 10*time.Second); err != nil {
+		if err := h.WaitListening(h.Gateway, fmt.Sprintf("%s:%d", h.ListenIP, port), 10*time.Second); err != nil {
 			p.Signal(syscall.SIGKILL, time.Second)
 			return nil, fmt.Errorf("ftpgate did not start: %w: %s", err, p.Stderr.String())
 		}
