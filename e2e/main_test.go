@@ -34,6 +34,9 @@ const (
 	portActive  = 2122
 	portSpare   = 2123 // for tests that run their own ftpgate
 	portKernel  = 2124 // the kernel data path
+	// IPv6 clients to the IPv4 server: family translation.
+	portTranslate = 2125 // server_commands auto (EPSV/EPRT to the server)
+	portClassic   = 2126 // server_commands classic (PASV/PORT to the server)
 )
 
 // matrixConfig is the shared ftpgate's configuration.
@@ -55,6 +58,22 @@ listeners:
     listen: 198.19.0.1:2124
     upstream: 198.18.1.2:21
     data: {path: kernel, client_ports: 40400-40499, server_ports: 50400-50499}
+  - name: same6
+    listen: "[2001:db8:19::1]:21"
+    upstream: "[2001:db8:18:1::2]:21"
+    data: {client_ports: 41000-41099, server_ports: 51000-51099}
+  - name: kernel6
+    listen: "[2001:db8:19::1]:2124"
+    upstream: "[2001:db8:18:1::2]:21"
+    data: {path: kernel, client_ports: 41100-41199, server_ports: 51100-51199}
+  - name: translate
+    listen: "[2001:db8:19::1]:2125"
+    upstream: 198.18.1.2:21
+    data: {client_ports: 41200-41299, server_ports: 51200-51299}
+  - name: classic
+    listen: "[2001:db8:19::1]:2126"
+    upstream: 198.18.1.2:21
+    data: {server_commands: classic, client_ports: 41300-41399, server_ports: 51300-51399}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
 firewall: {backend: iptables, pinhole_ttl: 10s}
@@ -79,7 +98,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 
-	h, err := netlab.NewHomeRouter("iptables", portSame, portPassive, portActive, portSpare, portKernel)
+	h, err := netlab.NewHomeRouter("iptables", portSame, portPassive, portActive, portSpare, portKernel, portTranslate, portClassic)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the network:", err)
 		return 1

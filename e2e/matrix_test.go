@@ -38,15 +38,31 @@ func TestPlainDNATFails(t *testing.T) {
 func TestMatrix(t *testing.T) {
 	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
 	baseline := openFDs(t, gw)
+	kernelCells := 0
 	for _, mode := range []struct {
 		name string
+		host string
 		port int
-	}{{"relay/same", portSame}, {"relay/passive", portPassive}, {"relay/active", portActive}, {"kernel/same", portKernel}} {
+	}{
+		{"ipv4/relay/same", netlab.GatewayOut, portSame},
+		{"ipv4/relay/passive", netlab.GatewayOut, portPassive},
+		{"ipv4/relay/active", netlab.GatewayOut, portActive},
+		{"ipv4/kernel/same", netlab.GatewayOut, portKernel},
+		{"ipv6/relay/same", netlab.GatewayOut6, portSame},
+		{"ipv6/kernel/same", netlab.GatewayOut6, portKernel},
+		// An IPv6 client, the IPv4 server: EPSV/EPRT to the server, and
+		// PASV/PORT for a server that knows no RFC 2428.
+		{"ipv6-to-ipv4/auto", netlab.GatewayOut6, portTranslate},
+		{"ipv6-to-ipv4/classic", netlab.GatewayOut6, portClassic},
+	} {
 		t.Run(mode.name, func(t *testing.T) {
 			for _, c := range netlab.Clients {
 				for _, op := range netlab.Ops {
 					t.Run(strings.ReplaceAll(c.Name, " ", "_")+"/"+string(op), func(t *testing.T) {
-						cell := net4.Do(c, netlab.GatewayOut, mode.port, op)
+						if mode.port == portKernel {
+							kernelCells++
+						}
+						cell := net4.Do(c, mode.host, mode.port, op)
 						if cell.Err != nil {
 							t.Fatalf("%v\n--- client log ---\n%s", cell.Err, tail(cell.Log, 60))
 						}
@@ -58,8 +74,8 @@ func TestMatrix(t *testing.T) {
 	assertNoLeftovers(t, gw, baseline)
 	// Each kernel-path data connection was seen in conntrack, and its
 	// pinhole removed then, not at a timeout.
-	if n := strings.Count(gw.Stderr.String(), "outcome=forwarded"); n < len(netlab.Clients)*len(netlab.Ops) {
-		t.Errorf("%d kernel-path transfers seen forwarded, want %d", n, len(netlab.Clients)*len(netlab.Ops))
+	if n, want := strings.Count(gw.Stderr.String(), "outcome=forwarded"), kernelCells; n < want {
+		t.Errorf("%d kernel-path transfers seen forwarded, want %d", n, want)
 	}
 }
 

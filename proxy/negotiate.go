@@ -103,6 +103,22 @@ func (ss *session) negotiate(cs clientSide) error {
 
 	serverPassive := ss.srv.ServerMode == PassiveMode || (ss.srv.ServerMode == SameMode && cs.passive)
 	ext := cs.extended() || !ss.serverPeer.Addr().Is4()
+	switch ss.srv.ServerCommands {
+	case ClassicCommands:
+		ext = !ss.serverPeer.Addr().Is4() // 227 and PORT carry IPv4 only
+	case ExtendedCommands:
+		ext = true
+	}
+	if ss.srv.DataPath == KernelPath && ss.clientPeer.Addr().Is4() != ss.serverPeer.Addr().Is4() {
+		// NAT rules cannot turn an IPv6 connection into an IPv4 one.
+		ss.mu.Lock()
+		ss.negotiating--
+		ss.mu.Unlock()
+		ss.log.Warn("command refused", "reason", "family", "verb", cs.verb,
+			"err", "the kernel data path cannot translate between IPv4 and IPv6; use data.path relay")
+		ss.replyLocal(425, "Can't open data connection across address families on this path.")
+		return nil
+	}
 	if serverPassive {
 		verb := "PASV"
 		if ext {

@@ -64,6 +64,22 @@ const (
 	closeGrace = 5 * time.Second
 )
 
+// ServerCommands says which data commands ftpgate sends the server.
+type ServerCommands int
+
+const (
+	// AutoCommands mirrors the client: PASV/PORT when it sent PASV/PORT,
+	// EPSV/EPRT when it sent EPSV/EPRT, and always EPSV/EPRT to a server on
+	// IPv6.
+	AutoCommands ServerCommands = iota
+	// ClassicCommands always sends PASV and PORT (RFC 959), for IPv4-only
+	// servers that do not know RFC 2428: an IPv6 client's EPSV/EPRT is
+	// translated.
+	ClassicCommands
+	// ExtendedCommands always sends EPSV and EPRT (RFC 2428).
+	ExtendedCommands
+)
+
 // DataPath says how data connections are carried.
 type DataPath int
 
@@ -128,6 +144,10 @@ type Server struct {
 
 	// ServerMode is how ftpgate asks the server for data connections.
 	ServerMode ServerMode
+
+	// ServerCommands is which data commands ftpgate sends the server.
+	// ClassicCommands needs a server on IPv4.
+	ServerCommands ServerCommands
 
 	// ClientAddress is written in 227 replies to clients. If zero, the
 	// address the client connected to is used. Data listeners for clients

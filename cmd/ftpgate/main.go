@@ -266,6 +266,12 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	if lc.Data.Path == config.PathKernel {
 		srv.DataPath = proxy.KernelPath
 	}
+	switch lc.Data.ServerCommands {
+	case "classic":
+		srv.ServerCommands = proxy.ClassicCommands
+	case "extended":
+		srv.ServerCommands = proxy.ExtendedCommands
+	}
 	if lc.Mode == config.ModeTransparent {
 		for _, c := range lc.AllowDestinations {
 			p, err := netip.ParsePrefix(c)

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,10 +83,13 @@ func curl(opts ...string) func(h *HomeRouter, host string, port int, op Op, remo
 		for _, o := range opts {
 			if o == clientIP {
 				o = h.ClientIP
+				if strings.Contains(host, ":") {
+					o = h.ClientIP6
+				}
 			}
 			args = append(args, o)
 		}
-		url := fmt.Sprintf("ftp://%s:%d/%s", host, port, remote)
+		url := fmt.Sprintf("ftp://%s/%s", net.JoinHostPort(host, strconv.Itoa(port)), remote)
 		switch op {
 		case OpRetr:
 			args = append(args, "-o", local, url)
@@ -180,16 +184,22 @@ func (h *Network) Do(c Client, host string, port int, op Op) Cell {
 		cell.Err = fmt.Errorf("%s: %w", c.Name, err)
 		return cell
 	}
-	cell.Err = h.check(c, op, cell.Log, local, remote, upload)
+	cell.Err = h.check(c, host, op, cell.Log, local, remote, upload)
 	return cell
 }
 
-func (h *Network) check(c Client, op Op, log, local, remote, uploadSum string) error {
-	if !strings.Contains(log, c.Want) {
-		return fmt.Errorf("protocol log lacks %q", c.Want)
+func (h *Network) check(c Client, host string, op Op, log, local, remote, uploadSum string) error {
+	want, avoid := c.Want, c.Avoid
+	if strings.Contains(host, ":") {
+		// Over IPv6 every client uses the extended commands (RFC 2428):
+		// curl even overrides --disable-epsv and --disable-eprt there.
+		want, avoid = strings.NewReplacer("PASV", "EPSV", "PORT", "EPRT").Replace(want), ""
 	}
-	if c.Avoid != "" && strings.Contains(log, c.Avoid) {
-		return fmt.Errorf("protocol log has %q: the client fell back", c.Avoid)
+	if !strings.Contains(log, want) {
+		return fmt.Errorf("protocol log lacks %q", want)
+	}
+	if avoid != "" && strings.Contains(log, avoid) {
+		return fmt.Errorf("protocol log has %q: the client fell back", avoid)
 	}
 	switch op {
 	case OpList:

@@ -58,7 +58,7 @@ func NewCorporateEdge(iptables string) (_ *Network, err error) {
 	if err := Link(h.Server, "eth0", []string{EdgeServerAddr + "/24"}, h.Gateway, "out", []string{EdgeGatewayOut + "/24"}); err != nil {
 		return nil, err
 	}
-	if err := h.setupHosts(map[*NS]string{h.Client: EdgeGatewayIn, h.Server: EdgeGatewayOut}); err != nil {
+	if err := h.setupHosts(map[*NS][]string{h.Client: {EdgeGatewayIn}, h.Server: {EdgeGatewayOut}}); err != nil {
 		return nil, err
 	}
 	if err := h.Gateway.Script(fmt.Sprintf(EdgeFirewall, iptables)); err != nil {

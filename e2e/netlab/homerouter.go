@@ -30,6 +30,16 @@ const (
 	ThiefAddr    = "198.19.1.2"  // a fourth host that tries to steal data connections
 )
 
+// IPv6 addresses of the home-router network: every host is dual-stack.
+const (
+	ClientAddr6   = "2001:db8:19::2"
+	GatewayOut6   = "2001:db8:19::1"
+	GatewayIn6    = "2001:db8:18:1::1"
+	ServerAddr6   = "2001:db8:18:1::2"
+	GatewayThief6 = "2001:db8:19:1::1"
+	ThiefAddr6    = "2001:db8:19:1::2"
+)
+
 // Files on the FTP server.
 const (
 	BigFile = "pub/big.bin" // 10 MiB of random bytes
@@ -48,8 +58,10 @@ type Network struct {
 	Thief *NS
 
 	// ClientIP and ServerIP are the client's and the server's addresses;
-	// ListenIP is the gateway address where ftpgate listens.
-	ClientIP, ServerIP, ListenIP string
+	// ListenIP is the gateway address where ftpgate listens. The ...6
+	// fields are their IPv6 counterparts, empty in an IPv4-only network.
+	ClientIP, ServerIP, ListenIP    string
+	ClientIP6, ServerIP6, ListenIP6 string
 
 	// FTPRoot is vsftpd's anonymous root: pub/ to read, upload/ to write.
 	FTPRoot string
@@ -60,6 +72,7 @@ type Network struct {
 	IPTables string
 
 	vsftpd   *Proc
+	vsftpd6  *Proc        // the IPv6 vsftpd, in dual-stack networks
 	cellSeq  atomic.Int64 // names the files of each cell
 	uploadMu sync.Mutex   // guards writing the upload source once
 }
@@ -91,6 +104,22 @@ sysctl -qw net.ipv4.ip_forward=1
 %[1]s -t nat -A POSTROUTING -o out -j MASQUERADE
 `
 
+// GatewayFirewall6 is GatewayFirewall for IPv6 (no NAT: the server has a
+// global address, but the firewall admits no new connection to it).
+// ICMPv6 is accepted: neighbour discovery needs it. %[1]s is the ip6tables
+// binary.
+const GatewayFirewall6 = `
+sysctl -qw net.ipv6.conf.all.forwarding=1
+%[1]s -P INPUT DROP
+%[1]s -P FORWARD DROP
+%[1]s -A INPUT -i lo -j ACCEPT
+%[1]s -A INPUT -p ipv6-icmp -j ACCEPT
+%[1]s -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+%[1]s -A INPUT -p tcp -m multiport --dports %[2]s -m conntrack --ctstate NEW -j ACCEPT
+%[1]s -A FORWARD -p ipv6-icmp -j ACCEPT
+%[1]s -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT
+`
+
 // hostHygiene makes every host reject (and count) traffic to anything but
 // the test address space, so a stray packet fails a test instead of leaving.
 const hostHygiene = `
@@ -115,21 +144,27 @@ func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err erro
 		return nil, err
 	}
 	h.ClientIP, h.ServerIP, h.ListenIP = ClientAddr, ServerAddr, GatewayOut
+	h.ClientIP6, h.ServerIP6, h.ListenIP6 = ClientAddr6, ServerAddr6, GatewayOut6
 	defer func() {
 		if err != nil {
 			h.Close()
 		}
 	}()
-	if err := Link(h.Client, "eth0", []string{ClientAddr + "/24"}, h.Gateway, "out", []string{GatewayOut + "/24", GatewayDNAT + "/24"}); err != nil {
+	if err := Link(h.Client, "eth0", []string{ClientAddr + "/24", ClientAddr6 + "/64"},
+		h.Gateway, "out", []string{GatewayOut + "/24", GatewayDNAT + "/24", GatewayOut6 + "/64"}); err != nil {
 		return nil, err
 	}
-	if err := Link(h.Server, "eth0", []string{ServerAddr + "/24"}, h.Gateway, "in", []string{GatewayIn + "/24"}); err != nil {
+	if err := Link(h.Server, "eth0", []string{ServerAddr + "/24", ServerAddr6 + "/64"},
+		h.Gateway, "in", []string{GatewayIn + "/24", GatewayIn6 + "/64"}); err != nil {
 		return nil, err
 	}
-	if err := Link(h.Thief, "eth0", []string{ThiefAddr + "/24"}, h.Gateway, "thief", []string{GatewayThief + "/24"}); err != nil {
+	if err := Link(h.Thief, "eth0", []string{ThiefAddr + "/24", ThiefAddr6 + "/64"},
+		h.Gateway, "thief", []string{GatewayThief + "/24", GatewayThief6 + "/64"}); err != nil {
 		return nil, err
 	}
-	if err := h.setupHosts(map[*NS]string{h.Client: GatewayOut, h.Server: GatewayIn, h.Thief: GatewayThief}); err != nil {
+	if err := h.setupHosts(map[*NS][]string{
+		h.Client: {GatewayOut, GatewayOut6}, h.Server: {GatewayIn, GatewayIn6}, h.Thief: {GatewayThief, GatewayThief6},
+	}); err != nil {
 		return nil, err
 	}
 	ports := make([]string, len(listenPorts))
@@ -137,6 +172,9 @@ func NewHomeRouter(iptables string, listenPorts ...int) (_ *HomeRouter, err erro
 		ports[i] = strconv.Itoa(p)
 	}
 	if err := h.Gateway.Script(fmt.Sprintf(GatewayFirewall, iptables, strings.Join(ports, ","))); err != nil {
+		return nil, err
+	}
+	if err := h.Gateway.Script(fmt.Sprintf(GatewayFirewall6, ip6tables(iptables), strings.Join(ports, ","))); err != nil {
 		return nil, err
 	}
 	if err := h.startVsftpd(); err != nil {
@@ -172,18 +210,29 @@ func newNetwork(iptables string, thief bool) (*Network, error) {
 	return h, nil
 }
 
-// setupHosts gives each host its default route through the gateway and the
-// hygiene rules.
-func (h *Network) setupHosts(gateways map[*NS]string) error {
-	for ns, gw := range gateways {
-		if _, err := ns.Run("ip", "route", "add", "default", "via", gw); err != nil {
-			return err
+// setupHosts gives each host its default routes through the gateway (one
+// address per family) and the hygiene rules.
+func (h *Network) setupHosts(gateways map[*NS][]string) error {
+	for ns, gws := range gateways {
+		for _, gw := range gws {
+			family := "-4"
+			if strings.Contains(gw, ":") {
+				family = "-6"
+			}
+			if _, err := ns.Run("ip", family, "route", "add", "default", "via", gw); err != nil {
+				return err
+			}
 		}
 		if err := ns.Script(hostHygiene); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ip6tables is the ip6tables binary of the same variant as iptables.
+func ip6tables(iptables string) string {
+	return strings.Replace(iptables, "iptables", "ip6tables", 1)
 }
 
 // startVsftpd writes vsftpd's files and configuration and runs it in the
@@ -259,6 +308,26 @@ max_per_ip=0
 	h.vsftpd = p
 	if err := h.WaitListening(h.Server, h.ServerIP+":21", 10*time.Second); err != nil {
 		return fmt.Errorf("vsftpd did not start: %w: %s", err, p.Stderr.String())
+	}
+	if h.ServerIP6 == "" {
+		return nil
+	}
+	// A vsftpd listens on one address family: a second one serves IPv6,
+	// from the same files.
+	conf6 := filepath.Join(h.Dir, "vsftpd6.conf")
+	text6 := strings.Replace(text, "listen=YES\nlisten_ipv6=NO\nlisten_address="+h.ServerIP,
+		"listen=NO\nlisten_ipv6=YES\nlisten_address6="+h.ServerIP6, 1)
+	text6 = strings.Replace(text6, "vsftpd.log", "vsftpd6.log", 1)
+	if err := os.WriteFile(conf6, []byte(text6), 0o600); err != nil {
+		return err
+	}
+	p6, err := h.Server.Start("vsftpd", conf6)
+	if err != nil {
+		return err
+	}
+	h.vsftpd6 = p6
+	if err := h.WaitListening(h.Server, "["+h.ServerIP6+"]:21", 10*time.Second); err != nil {
+		return fmt.Errorf("vsftpd (IPv6) did not start: %w: %s", err, p6.Stderr.String())
 	}
 	return nil
 }
@@ -355,6 +424,9 @@ func (h *Network) KillVsftpdSessions() (int, error) {
 		}
 	}
 	kill(h.vsftpd.PID())
+	if h.vsftpd6 != nil {
+		kill(h.vsftpd6.PID())
+	}
 	return n, nil
 }
 

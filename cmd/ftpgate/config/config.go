@@ -203,6 +203,11 @@ type Data struct {
 	// server: "same" as the client chose (default), always "passive", or
 	// always "active".
 	ServerMode string `yaml:"server_mode"`
+	// ServerCommands is which data commands the proxy sends the server:
+	// "auto" (default: as the client, extended towards IPv6), "classic"
+	// (PASV/PORT, for IPv4-only servers that do not know EPSV/EPRT: an IPv6
+	// client's EPSV/EPRT is translated) or "extended" (EPSV/EPRT).
+	ServerCommands string `yaml:"server_commands"`
 	// ClientAddress is the IPv4 address written in 227 replies to clients.
 	// If empty, the address the client connected to is used. Set it when
 	// clients reach the proxy through NAT.
@@ -322,6 +327,7 @@ func (l *Listener) applyDefaults() {
 	}
 	setDefault(&l.Data.Path, DefaultPath)
 	setDefault(&l.Data.ServerMode, DefaultServerMode)
+	setDefault(&l.Data.ServerCommands, "auto")
 	setDefault(&l.Data.ClientPorts, DefaultClientPorts)
 	setDefault(&l.Data.ServerPorts, DefaultServerPorts)
 }

@@ -23,12 +23,13 @@ func TestLoadGood(t *testing.T) {
 				Mode:     "reverse",
 				Upstream: "198.18.1.2:21",
 				Data: Data{
-					Path:          "relay",
-					ServerMode:    "same",
-					ClientAddress: "198.19.0.1",
-					ClientPorts:   "40000-40999",
-					ServerAddress: "198.18.1.1",
-					ServerPorts:   "51000-51999",
+					Path:           "relay",
+					ServerMode:     "same",
+					ServerCommands: "auto",
+					ClientAddress:  "198.19.0.1",
+					ClientPorts:    "40000-40999",
+					ServerAddress:  "198.18.1.1",
+					ServerPorts:    "51000-51999",
 				},
 			},
 			{
@@ -37,10 +38,11 @@ func TestLoadGood(t *testing.T) {
 				Mode:     "reverse",
 				Upstream: "ftp.example.net:21",
 				Data: Data{
-					Path:        "relay",
-					ServerMode:  "passive",
-					ClientPorts: "41000-41999",
-					ServerPorts: "50000-50999",
+					Path:           "relay",
+					ServerMode:     "passive",
+					ServerCommands: "auto",
+					ClientPorts:    "41000-41999",
+					ServerPorts:    "50000-50999",
 				},
 			},
 			{
@@ -49,11 +51,12 @@ func TestLoadGood(t *testing.T) {
 				Mode:     "reverse",
 				Upstream: "[2001:db8:1::2]:21",
 				Data: Data{
-					Path:          "relay",
-					ServerMode:    "active",
-					ClientPorts:   "42000-42999",
-					ServerAddress: "2001:db8:1::1",
-					ServerPorts:   "52000-52999",
+					Path:           "relay",
+					ServerMode:     "active",
+					ServerCommands: "auto",
+					ClientPorts:    "42000-42999",
+					ServerAddress:  "2001:db8:1::1",
+					ServerPorts:    "52000-52999",
 				},
 			},
 			{
@@ -63,10 +66,11 @@ func TestLoadGood(t *testing.T) {
 				AllowDestinations: []string{"198.19.0.0/24", "2001:db8:2::/48"},
 				Intercept:         "redirect",
 				Data: Data{
-					Path:        "kernel",
-					ServerMode:  "same",
-					ClientPorts: "43000-43999",
-					ServerPorts: "53000-53999",
+					Path:           "kernel",
+					ServerMode:     "same",
+					ServerCommands: "auto",
+					ClientPorts:    "43000-43999",
+					ServerPorts:    "53000-53999",
 				},
 			},
 		},
@@ -122,10 +126,11 @@ func TestParseDefaults(t *testing.T) {
 				Mode:     "reverse",
 				Upstream: "ftp.example.net:21",
 				Data: Data{
-					Path:        "relay",
-					ServerMode:  "same",
-					ClientPorts: "40000-40999",
-					ServerPorts: "50000-50999",
+					Path:           "relay",
+					ServerMode:     "same",
+					ServerCommands: "auto",
+					ClientPorts:    "40000-40999",
+					ServerPorts:    "50000-50999",
 				},
 			}}
 			if !reflect.DeepEqual(*got, want) {
@@ -177,6 +182,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
+		{"bad-server-commands.yaml", `listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
 		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs firewall.backend "iptables": its data connections cross only through pinholes`},
 		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
 		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
@@ -291,6 +297,7 @@ func TestValidateRequiresDefaults(t *testing.T) {
 	want := `listeners[0] (a): mode: required
 listeners[0] (a): data.path: required
 listeners[0] (a): data.server_mode: required
+listeners[0] (a): data.server_commands: required
 listeners[0] (a): data.client_ports: required
 listeners[0] (a): data.server_ports: required`
 	if err == nil || err.Error() != want {

@@ -146,6 +146,18 @@ func (l *Listener) validate() []error {
 			d.ServerMode, ServerModeSame, ServerModePassive, ServerModeActive))
 	}
 
+	switch d.ServerCommands {
+	case "":
+		add("data.server_commands", errors.New("required"))
+	case "auto", "extended":
+	case "classic":
+		if up, err := netip.ParseAddrPort(l.Upstream); err == nil && !up.Addr().Unmap().Is4() {
+			add("data.server_commands", fmt.Errorf("%q needs an IPv4 server: PASV and PORT carry IPv4 addresses only", d.ServerCommands))
+		}
+	default:
+		add("data.server_commands", fmt.Errorf("unknown value %q; use \"auto\", \"classic\" or \"extended\"", d.ServerCommands))
+	}
+
 	if d.ClientAddress != "" {
 		// 227 carries IPv4 only (RFC 959); clients on IPv6 use EPSV,
 		// whose 229 reply carries no address.

@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+)
+
+// TestServerCommands: which data command the server receives for each
+// client command, per ServerCommands (family translation for servers that
+// know only RFC 959, or only RFC 2428).
+func TestServerCommands(t *testing.T) {
+	for _, tc := range []struct {
+		commands ServerCommands
+		client   string
+		server   string
+	}{
+		{AutoCommands, "PASV", "PASV"},
+		{AutoCommands, "EPSV", "EPSV"},
+		{AutoCommands, "PORT", "PORT"},
+		{AutoCommands, "EPRT", "EPRT"},
+		{ClassicCommands, "EPSV", "PASV"},
+		{ClassicCommands, "EPRT", "PORT"},
+		{ExtendedCommands, "PASV", "EPSV"},
+		{ExtendedCommands, "PORT", "EPRT"},
+	} {
+		t.Run(tc.client+"->"+tc.server, func(t *testing.T) {
+			h := newHarness(t, func(s *Server) { s.ServerCommands = tc.commands })
+			file := randomBytes(3, 64<<10)
+			h.fake.SetFile("f", file)
+			c := h.dial()
+			c.login()
+			if got := c.retr(tc.client, "f"); !bytes.Equal(got, file) {
+				t.Error("RETR: content differs")
+			}
+			c.quit()
+			h.sessionsEnded()
+			if verbs := h.verbs(); !slices.Contains(verbs, tc.server) {
+				t.Errorf("the server received %v, want %s", verbs, tc.server)
+			}
+		})
+	}
+}
