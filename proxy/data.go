@@ -20,6 +20,10 @@ import (
 // one data listener turns away before it gives up.
 const maxStrangers = 16
 
+// kernelPinholeGrace is how long a kernel-path pinhole stays after conntrack
+// has seen its connection, for a retransmitted SYN.
+const kernelPinholeGrace = 2 * time.Second
+
 // dataPort is a port that ftpgate announced for one data connection: taken
 // from a pool, with the firewall pinhole that admits the one expected
 // connection to it and, on the relay path, ftpgate's listener on it. On the
@@ -272,6 +276,14 @@ func (l *dataLink) watchKernel() {
 		l.timer.Stop()
 		ss.mu.Unlock()
 	case <-l.ctx.Done():
+	}
+	if connected {
+		// The first SYN created the conntrack entry; if it or its answer is
+		// lost, the retransmitted SYN is still NEW and needs the pinhole.
+		select {
+		case <-time.After(kernelPinholeGrace):
+		case <-l.ctx.Done():
+		}
 	}
 	l.kernel.Close()
 	if connected {

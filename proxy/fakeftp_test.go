@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -179,10 +180,17 @@ func (f *fakeFTP) serve() {
 		f.mu.Lock()
 		f.sessions++
 		f.mu.Unlock()
+		// Read TCP urgent data inline, as real servers read the Telnet
+		// Synch before ABOR: ftpgate sends the DM byte as urgent data.
+		setOOBInline(c, slog.New(slog.DiscardHandler))
 		f.wg.Add(1)
 		go f.handle(c)
 	}
 }
+
+// fakeFeat is the fake server's FEAT reply, as vsftpd with TLS enabled
+// phrases it (no EPRT).
+const fakeFeat = "211-Features:\r\n AUTH TLS\r\n EPSV\r\n MDTM\r\n PASV\r\n PBSZ\r\n PROT\r\n REST STREAM\r\n SIZE\r\n TVFS\r\n UTF8\r\n211 End\r\n"
 
 // fakeSession is one control connection's state.
 type fakeSession struct {
@@ -239,6 +247,10 @@ func (s *fakeSession) do(cmd ftp.Command) bool {
 		s.reply(215, "UNIX Type: L8")
 	case "HELP":
 		io.WriteString(s.c, fakeHelp)
+	case "FEAT":
+		io.WriteString(s.c, fakeFeat)
+	case "AUTH":
+		s.reply(234, "Proceed with negotiation.") // ftpgate must never let this through
 	case "REST":
 		n, err := strconv.ParseInt(cmd.Arg, 10, 64)
 		if err != nil || n < 0 {

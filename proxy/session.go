@@ -311,6 +311,16 @@ func (ss *session) handleCommand(line []byte) error {
 		ss.log.Warn("command refused", "reason", "unsupported", "verb", cmd.Verb)
 		ss.replyLocal(502, "Command not implemented, use EPRT or EPSV.")
 		return nil
+	case "AUTH":
+		// An encrypted control channel would hide every address from
+		// ftpgate (DESIGN.md section 5, item 4): refused until ftpgate
+		// terminates TLS itself. RFC 2228: 534, request denied for policy
+		// reasons; clients that only try TLS go on in the clear.
+		ss.log.Warn("command refused", "reason", "tls", "verb", cmd.Verb, "arg", cmd.Arg)
+		ss.replyLocal(534, "AUTH is not available through this gateway.")
+		return nil
+	case "FEAT":
+		return ss.forward(line, expectation{verb: cmd.Verb, intercept: ss.onFeatReply})
 	case "REIN":
 		ss.dropPlan(errors.New("REIN"))
 	}
@@ -328,7 +338,7 @@ func (ss *session) forward(line []byte, exp expectation) error {
 	ss.replies = append(ss.replies, exp)
 	ss.mu.Unlock()
 	ss.server.SetWriteDeadline(time.Now().Add(ss.srv.idleTimeout()))
-	if _, err := ss.server.Write(line); err != nil {
+	if err := writeCommand(ss.server, line, ftp.TelnetPrefix(line)); err != nil {
 		return fmt.Errorf("sending %s to server: %w", exp.verb, err)
 	}
 	return nil

@@ -8,34 +8,32 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 )
 
 // ErrClosed is what an Expectation's Err wraps when its Conntrack was
 // closed before a matching connection was seen.
 var ErrClosed = errors.New("conntrack watcher closed")
 
-// eventReadBuffer is the receive buffer the event socket asks for
-// (SO_RCVBUFFORCE, which CAP_NET_ADMIN allows beyond net.core.rmem_max).
-// The kernel reports every new connection in the namespace, not only FTP
-// data connections: a burst of them must not overflow the socket while the
-// reader is descheduled. One NEW event is a few hundred bytes.
-const eventReadBuffer = 4 << 20
-
 // overflowLogEvery bounds how often an overflowing event socket is logged.
 const overflowLogEvery = 10 * time.Second
 
-// eventSource is the part of a netlink socket that the reader uses;
-// *netlink.Conn implements it, the unit tests use a fake.
-type eventSource interface {
-	Receive() ([]netlink.Message, error)
-	Close() error
+// newConn is a NEW event of a TCP connection, as the reader needs it.
+type newConn struct {
+	key   expectKey // from the original tuple
+	sport uint16    // the source port, for logs
 }
 
-var _ eventSource = (*netlink.Conn)(nil)
+// eventSource delivers the kernel's NEW events. The Linux implementation
+// reads a netlink socket (conntrack_linux.go); the unit tests use a fake.
+type eventSource interface {
+	// receive blocks until events arrive and returns the new TCP
+	// connections among them, possibly none. An error wrapping
+	// syscall.ENOBUFS means events were lost and more may follow; after
+	// Close, receive returns an error.
+	receive() ([]newConn, error)
+	// Close closes the source and unblocks receive.
+	Close() error
+}
 
 // Conntrack watches the kernel's connection tracking for new TCP connections (netlink NEW events), so that ftpgate learns
 // when a data connection that the kernel forwards on its own (the kernel data path) has been made, and can remove its pinhole.
@@ -47,6 +45,11 @@ var _ eventSource = (*netlink.Conn)(nil)
 // connection comes when the firewall has let its first packet (the SYN)
 // through and conntrack confirmed the entry; a SYN that the firewall drops
 // makes no event. Conntrack zones are ignored.
+//
+// The kernel reports every new connection in the namespace to the one
+// goroutine, FTP or not; if it falls behind and the socket overflows, the
+// events in between are lost (logged, at most every 10s), and the
+// Expectations they would have satisfied end by their owners' TTL.
 type Conntrack struct {
 	log  *slog.Logger
 	src  eventSource
@@ -56,83 +59,6 @@ type Conntrack struct {
 	closed bool         // Close was called
 	err    error        // non-nil once closed or the reader failed: ends every pending and later Expectation
 	exps   expectations // pending expectations
-}
-
-// NewConntrack opens a netlink event socket in the current network namespace and starts one goroutine that reads events
-// until Close. log may be nil.
-//
-// It needs CAP_NET_ADMIN and the kernel's nf_conntrack and
-// nf_conntrack_netlink (built in, or modules the kernel loads on demand).
-// If netlink conntrack is unavailable, the error wraps
-// errors.ErrUnsupported; without the capability it wraps syscall.EPERM.
-// The current network namespace is the calling thread's, which is the
-// process's unless the caller has moved a locked thread.
-func NewConntrack(log *slog.Logger) (*Conntrack, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if err := probeConntrack(); err != nil {
-		return nil, err
-	}
-	nl, err := netlink.Dial(syscall.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, fmt.Errorf("opening conntrack event socket: %w", err)
-	}
-	if err := setReadBuffer(nl, eventReadBuffer); err != nil {
-		log.Warn("conntrack event socket keeps its default receive buffer", "want", eventReadBuffer, "err", err)
-	}
-	if err := nl.JoinGroup(uint32(netfilter.GroupCTNew)); err != nil {
-		_ = nl.Close()
-		return nil, fmt.Errorf("subscribing to conntrack NEW events: %w", err)
-	}
-	return newConntrack(log, nl), nil
-}
-
-// probeConntrack asks ctnetlink for its global statistics: the kernel binds
-// a socket to the conntrack event group even where ctnetlink is missing,
-// but a request fails.
-func probeConntrack() error {
-	c, err := conntrack.Dial(nil)
-	if err != nil {
-		return unavailable("opening a netlink netfilter socket", err)
-	}
-	defer c.Close()
-	if _, err := c.StatsGlobal(); err != nil {
-		return unavailable("querying netlink conntrack", err)
-	}
-	return nil
-}
-
-// unavailable wraps an error of probeConntrack: EPERM and EACCES as they
-// are, anything else as errors.ErrUnsupported.
-func unavailable(doing string, err error) error {
-	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("%s (needs CAP_NET_ADMIN): %w", doing, err)
-	}
-	return fmt.Errorf("%s: netlink conntrack is unavailable (the kernel needs nf_conntrack and nf_conntrack_netlink): %w: %w",
-		doing, errors.ErrUnsupported, err)
-}
-
-// setReadBuffer sets nl's receive buffer to n bytes, beyond
-// net.core.rmem_max if allowed (SO_RCVBUFFORCE), else as far as it goes.
-func setReadBuffer(nl *netlink.Conn, n int) error {
-	raw, err := nl.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, n)
-	}); err != nil {
-		return err
-	}
-	if serr == nil {
-		return nil
-	}
-	if err := nl.SetReadBuffer(n); err != nil {
-		return fmt.Errorf("SO_RCVBUFFORCE: %w; SO_RCVBUF: %w", serr, err)
-	}
-	return nil
 }
 
 // newConntrack starts the reader on src.
@@ -196,7 +122,7 @@ func (c *Conntrack) Expect(from netip.Addr, to netip.AddrPort) *Expectation {
 }
 
 // readEvents is the reader goroutine: it receives NEW events until the
-// socket is closed or fails for good.
+// source is closed or fails for good.
 func (c *Conntrack) readEvents() {
 	defer close(c.done)
 	var (
@@ -204,7 +130,7 @@ func (c *Conntrack) readEvents() {
 		lastLog   time.Time // of an overflow
 	)
 	for {
-		msgs, err := c.src.Receive()
+		conns, err := c.src.receive()
 		if err != nil {
 			c.mu.Lock()
 			closed := c.closed
@@ -225,13 +151,8 @@ func (c *Conntrack) readEvents() {
 			c.fail(fmt.Errorf("reading conntrack events: %w", err))
 			return
 		}
-		for _, m := range msgs {
-			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err != nil {
-				c.log.Debug("undecodable conntrack event", "err", err)
-				continue
-			}
-			c.handle(ev)
+		for _, nc := range conns {
+			c.seen(nc)
 		}
 	}
 }
@@ -245,25 +166,16 @@ func (c *Conntrack) fail(err error) {
 	c.exps.endAll(err)
 }
 
-// handle satisfies the oldest Expectation that ev's connection matches, if
-// ev reports a new TCP connection.
-func (c *Conntrack) handle(ev conntrack.Event) {
-	if ev.Type != conntrack.EventNew || ev.Flow == nil {
-		return
-	}
-	k, ok := flowKey(ev.Flow)
-	if !ok {
-		return
-	}
+// seen satisfies the oldest Expectation that nc matches, if any.
+func (c *Conntrack) seen(nc newConn) {
 	c.mu.Lock()
-	e := c.exps.take(k)
+	e := c.exps.take(nc.key)
 	if e != nil {
 		e.end(nil)
 	}
 	c.mu.Unlock()
 	if e != nil {
-		c.log.Debug("expected connection seen", "from", k.from, "to", k.to,
-			"sport", ev.Flow.TupleOrig.Proto.SourcePort)
+		c.log.Debug("expected connection seen", "from", nc.key.from, "sport", nc.sport, "to", nc.key.to)
 	}
 }
 
@@ -338,16 +250,6 @@ func (k expectKey) check() error {
 		return fmt.Errorf("source %s and destination %s are of different address families", k.from, k.to.Addr())
 	}
 	return nil
-}
-
-// flowKey returns the key of f's original tuple, and false if f is not a
-// TCP connection between valid addresses.
-func flowKey(f *conntrack.Flow) (expectKey, bool) {
-	t := f.TupleOrig
-	if t.Proto.Protocol != syscall.IPPROTO_TCP || !t.IP.SourceAddress.IsValid() || !t.IP.DestinationAddress.IsValid() {
-		return expectKey{}, false
-	}
-	return newExpectKey(t.IP.SourceAddress, netip.AddrPortFrom(t.IP.DestinationAddress, t.Proto.DestinationPort)), true
 }
 
 // expectations are the pending Expectations by key, oldest first. The zero

@@ -84,11 +84,16 @@ const initNetNS = "net:[4026531833]"
 var fallbackTunnels = []string{"sit0", "tunl0", "ip6tnl0", "gre0", "gretap0", "erspan0",
 	"ip6gre0", "ip6gretap0", "ip6erspan0", "ip_vti0", "ip6_vti0"}
 
+// testLinks are the interfaces that the tests themselves create in their
+// namespace (the veth pair of TestIntegrationTPROXY).
+var testLinks = []string{"tpa", "tpb"}
+
 // isolated returns an error unless this process is in a network namespace
 // other than init's. It compares /proc/self/ns/net with /proc/1/ns/net. If
 // PID 1 cannot be inspected (a sandboxed init, as where these tests were
 // written), it accepts only a namespace that looks like `unshare --net`
-// made it: no interface but lo and the kernel's fallback tunnels.
+// made it: no interface but lo, the kernel's fallback tunnels and
+// testLinks.
 func isolated() error {
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
@@ -109,7 +114,7 @@ func isolated() error {
 		return fmt.Errorf("cannot read /proc/1/ns/net (%v) nor list interfaces: %w", err, ierr)
 	}
 	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagLoopback == 0 && !slices.Contains(fallbackTunnels, ifc.Name) {
+		if ifc.Flags&net.FlagLoopback == 0 && !slices.Contains(fallbackTunnels, ifc.Name) && !slices.Contains(testLinks, ifc.Name) {
 			return fmt.Errorf("cannot read /proc/1/ns/net (%v), and this namespace (%s) has interface %s: not a fresh namespace", err, self, ifc.Name)
 		}
 	}

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -358,5 +360,121 @@ func TestIntegrationConntrack(t *testing.T) {
 			wantSeen(t, e, "the connection to the pre-NAT destination")
 			wantNotSeen(t, post, "the DNAT target")
 		})
+	})
+}
+
+// ip runs one ip(8) command in the test's namespace.
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	mustBeIsolated(t)
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// sysctl writes one sysctl of the test's namespace (net.* is per
+// namespace).
+func sysctl(t *testing.T, name, value string) {
+	t.Helper()
+	mustBeIsolated(t)
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		t.Fatalf("sysctl %s=%s: %v", name, value, err)
+	}
+}
+
+// tproxyLoop makes a veth pair tpa-tpb inside the namespace and routes
+// away4 and away6 out of tpa, so that a connection from this namespace to
+// them comes back in on tpb and traverses PREROUTING, where TPROXY works,
+// as it would arriving from a client. The pair goes when the test ends.
+func tproxyLoop(t *testing.T) {
+	t.Helper()
+	ip(t, "link", "add", "tpa", "type", "veth", "peer", "name", "tpb")
+	t.Cleanup(func() {
+		mustBeIsolated(t)
+		if out, err := exec.Command("ip", "link", "del", "tpa").CombinedOutput(); err != nil {
+			t.Errorf("ip link del tpa: %v: %s", err, out)
+		}
+	})
+	ip(t, "link", "set", "tpa", "up")
+	ip(t, "link", "set", "tpb", "up")
+	// The packets come in with a source address of this host: a
+	// martian to IPv4 unless tpb accepts local sources.
+	sysctl(t, "net.ipv4.conf.all.rp_filter", "0")
+	sysctl(t, "net.ipv4.conf.tpb.rp_filter", "0")
+	sysctl(t, "net.ipv4.conf.tpb.accept_local", "1")
+	link := ip(t, "-o", "link", "show", "tpb")
+	_, rest, ok := strings.Cut(link, "link/ether ")
+	if !ok {
+		t.Fatalf("no MAC address in %q", link)
+	}
+	mac, _, _ := strings.Cut(rest, " ")
+	for _, a := range []netip.Addr{away4, away6} {
+		fam := "-4"
+		if a.Is6() {
+			fam = "-6"
+		}
+		ip(t, fam, "route", "add", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "tpa")
+		ip(t, fam, "neigh", "add", a.String(), "lladdr", mac, "dev", "tpa", "nud", "permanent")
+	}
+}
+
+// TestIntegrationTPROXY checks the operator rules documented on
+// TransparentListenConfig (here matching only what enters on tpb): a
+// connection to away:21 is accepted by the transparent listener on 2121,
+// whose LocalAddr is away:21; SO_ORIGINAL_DST has nothing to say.
+func TestIntegrationTPROXY(t *testing.T) {
+	tproxyLoop(t)
+	for _, fam := range []string{"-4", "-6"} {
+		ip(t, fam, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100")
+		t.Cleanup(func() {
+			mustBeIsolated(t)
+			if out, err := exec.Command("ip", fam, "rule", "del", "fwmark", "0x1/0x1", "lookup", "100").CombinedOutput(); err != nil {
+				t.Errorf("ip %s rule del: %v: %s", fam, err, out)
+			}
+		})
+	}
+	ip(t, "-4", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+	ip(t, "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100")
+
+	lc := TransparentListenConfig()
+	ln4, err := lc.Listen(t.Context(), "tcp4", "0.0.0.0:2121")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	ln6, err := lc.Listen(t.Context(), "tcp6", "[::]:2121")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+
+	forEachVariant(t, func(t *testing.T, v variant) {
+		for _, r := range []struct {
+			bin, onIP string
+		}{{v.v4, "0.0.0.0"}, {v.v6, "::"}} {
+			run(t, r.bin, "-t", "mangle", "-A", "PREROUTING", "-i", "tpb", "-p", "tcp", "--dport", "21",
+				"-j", "TPROXY", "--on-port", "2121", "--on-ip", r.onIP, "--tproxy-mark", "0x1/0x1")
+			t.Cleanup(func() { run(t, r.bin, "-t", "mangle", "-F", "PREROUTING") })
+		}
+		for _, c := range []struct {
+			ln   net.Listener
+			from netip.Addr
+			to   netip.AddrPort
+		}{
+			{ln4, peer4, netip.AddrPortFrom(away4, 21)},
+			{ln6, peer6, netip.AddrPortFrom(away6, 21)},
+		} {
+			conn := acceptOne(t, c.ln, c.from, c.to)
+			if got := netip.MustParseAddrPort(conn.LocalAddr().String()); got != c.to {
+				t.Errorf("TPROXY: LocalAddr = %s, want the original destination %s", got, c.to)
+			}
+			if got := netip.MustParseAddrPort(conn.RemoteAddr().String()).Addr(); got != c.from {
+				t.Errorf("TPROXY: RemoteAddr = %s, want %s", got, c.from)
+			}
+			wantNotRedirected(t, conn)
+		}
 	})
 }
