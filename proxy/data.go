@@ -207,6 +207,16 @@ func (l *dataLink) useLocked(command string, timeout time.Duration) {
 	}
 }
 
+// establishedLocked marks the link established (or finished): it no longer
+// counts against the pending data connections of its session. It runs with
+// ss.mu held; only the first call counts.
+func (l *dataLink) establishedLocked() {
+	if !l.established {
+		l.established = true
+		l.ss.links--
+	}
+}
+
 // release ends a link that no transfer command used, and gives its ports
 // and pinholes back at once, so that a new negotiation may take them. It
 // runs with ss.mu held.
@@ -231,7 +241,7 @@ func (l *dataLink) run() {
 			l.kernel.Close()
 		}
 		ss.mu.Lock()
-		ss.links--
+		l.establishedLocked()
 		if ss.plan == l {
 			ss.plan = nil
 		}
@@ -254,7 +264,7 @@ func (l *dataLink) run() {
 		return
 	}
 	ss.mu.Lock()
-	l.established = true
+	l.establishedLocked()
 	l.timer.Stop()
 	ss.mu.Unlock()
 	l.relay(cc, sc)
@@ -272,7 +282,7 @@ func (l *dataLink) watchKernel() {
 	case <-l.kernel.done: // nil (never ready) when nothing watches the kernel
 		connected = true
 		ss.mu.Lock()
-		l.established = true
+		l.establishedLocked()
 		l.timer.Stop()
 		ss.mu.Unlock()
 	case <-l.ctx.Done():

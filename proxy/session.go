@@ -75,7 +75,7 @@ type session struct {
 	// use the link that reply creates.
 	negotiating int
 	useNext     string // transfer command waiting for the link being negotiated
-	links       int    // dataLinks not yet finished
+	links       int    // dataLinks negotiated and not yet established
 	linkSeq     int
 
 	// ports are the open data ports; the teardown closes those that no
@@ -323,6 +323,12 @@ func (ss *session) handleCommand(line []byte) error {
 		return ss.forward(line, expectation{verb: cmd.Verb, intercept: ss.onFeatReply})
 	case "REIN":
 		ss.dropPlan(errors.New("REIN"))
+	case "ABOR":
+		// Send it as RFC 959 section 4.1.3 asks, whatever the client did
+		// (Python's ftplib sends "ABOR" alone as urgent data): Telnet IP,
+		// then the Synch, whose DM byte writeCommand sends as urgent data,
+		// so that a server in the middle of a transfer notices it.
+		return ss.forward(telnetAbort, expectation{verb: cmd.Verb})
 	}
 	if ftp.IsTransferCommand(cmd.Verb) && !ss.useLink(cmd) {
 		ss.replyLocal(425, "Use PORT or PASV first.")

@@ -15,6 +15,9 @@ const (
 	telnetDM  = 0xF2
 )
 
+// telnetAbort is ABOR preceded by the Telnet IP and Synch.
+var telnetAbort = []byte("\xff\xf4\xff\xf2ABOR\r\n")
+
 // writeCommand writes a command line to the server. A line that starts
 // with the Telnet Synch (IAC IP IAC DM, as clients send before ABOR) is
 // written with its DM byte as TCP urgent data again, as the client sent it:

@@ -18,6 +18,12 @@ before the client uses it (port theft, pinholes): it prints "DATAPORT <port>"
 after the 227 reply, waits for a line on standard input, then connects and
 retrieves REMOTE into LOCAL.
 
+OP "protocol" walks through the rest of the protocol on one session and
+prints "OK <step>" for each: FEAT (no AUTH, EPRT and EPSV offered), AUTH TLS
+refused with 534, STOR then REST+STOR (a resumed upload), APPE, STOU, NLST,
+SIZE, MDTM, STAT, and ABOR in the middle of a RETR of REMOTE (a large file):
+426 then 226, in order, and the session goes on.
+
 OP "sessions" runs REMOTE (a number) sessions in a row, each a login, a
 LIST of pub/ in the given MODE, and QUIT; it prints "SESSIONS <n>" at the end.
 """
@@ -33,6 +39,8 @@ def main():
     strict = "--strict" in sys.argv[7:]
     if op == "badinput":
         return badinput(host, int(port))
+    if op == "protocol":
+        return protocol(host, int(port), mode, remote)
     if op == "sessions":
         return sessions(host, int(port), mode, int(remote), strict)
     ftp = ftplib.FTP(timeout=30)
@@ -72,6 +80,75 @@ def main():
         ftp.voidresp()
     else:
         sys.exit("unknown op " + op)
+    ftp.quit()
+
+
+def protocol(host, port, mode, big):
+    import hashlib
+    import io
+
+    ftp = ftplib.FTP(timeout=30)
+    ftp.connect(host, port)
+    ftp.login()
+    ftp.set_pasv(mode == "passive")
+    ftp.voidcmd("TYPE I")
+
+    feat = ftp.sendcmd("FEAT")
+    names = [l.split()[0] for l in feat.splitlines()[1:-1] if l.strip()]
+    assert "AUTH" not in names and "EPRT" in names and "EPSV" in names, feat
+    print("OK FEAT", " ".join(names), flush=True)
+
+    try:
+        ftp.sendcmd("AUTH TLS")
+        raise SystemExit("AUTH TLS was accepted")
+    except ftplib.error_perm as e:
+        assert str(e).startswith("534"), e
+    print("OK AUTH", flush=True)
+
+    name = "upload/protocol-%d-%s.bin" % (os.getpid(), mode)
+    data = os.urandom(3 << 20)
+    half = len(data) // 2
+    ftp.storbinary("STOR " + name, io.BytesIO(data[:half]))
+    ftp.storbinary("STOR " + name, io.BytesIO(data[half:]), rest=half)
+    assert ftp.size(name) == len(data), ftp.size(name)
+    got = bytearray()
+    ftp.retrbinary("RETR " + name, got.extend)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    print("OK REST+STOR", flush=True)
+
+    ftp.storbinary("APPE " + name, io.BytesIO(b"tail"))
+    assert ftp.size(name) == len(data) + 4
+    print("OK APPE", flush=True)
+
+    ftp.cwd("upload")
+    conn, _ = ftp.ntransfercmd("STOU")
+    conn.sendall(b"unique")
+    conn.close()
+    resp = ftp.voidresp()
+    ftp.cwd("/")
+    print("OK STOU", resp, flush=True)
+
+    assert any(n.endswith("big.bin") for n in ftp.nlst("pub"))
+    print("OK NLST", flush=True)
+    assert ftp.sendcmd("MDTM pub/big.bin").startswith("213")
+    print("OK MDTM", flush=True)
+    stat = ftp.sendcmd("STAT")
+    assert stat.startswith("211") and "\n" in stat, stat  # multi-line
+    print("OK STAT", flush=True)
+
+    conn = ftp.transfercmd("RETR " + big)
+    n = 0
+    while n < (1 << 20):
+        b = conn.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    r1 = ftp.abort()
+    conn.close()
+    r2 = ftp.getresp()
+    assert r1.startswith("426") and r2.startswith("226"), (r1, r2)
+    ftp.voidcmd("NOOP")
+    print("OK ABOR", r1, "|", r2, flush=True)
     ftp.quit()
 
 

@@ -297,6 +297,7 @@ accept_timeout=30
 connect_timeout=30
 max_clients=0
 max_per_ip=0
+async_abor_enable=YES
 `
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
