@@ -35,6 +35,10 @@ listeners:
     listen: 198.19.0.1:2122
     upstream: 198.18.1.2:21
     data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
+  - name: kernel
+    listen: 198.19.0.1:2124
+    upstream: 198.18.1.2:21
+    data: {path: kernel, client_ports: 40400-40499, server_ports: 50400-50499}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: info, format: text}
 firewall: {backend: iptables, pinhole_ttl: 10s}
@@ -55,8 +59,8 @@ func demo(bin string) int {
 	fmt.Println("The gateway's firewall: INPUT and FORWARD policy DROP, ESTABLISHED accepted, port 21 accepted, nothing else:")
 	fmt.Println("ftpgate opens an exact, short-lived pinhole for each data connection in its own chains;")
 	fmt.Println("198.19.0.10:21 is a plain DNAT to the server (no ALG); ftpgate listens on 198.19.0.1:21 (server_mode same),")
-	fmt.Println(":2121 (server_mode passive) and :2122 (server_mode active).")
-	h, err := netlab.NewHomeRouter("iptables", 21, 2121, 2122)
+	fmt.Println(":2121 (server_mode passive), :2122 (server_mode active) and :2124 (the kernel data path).")
+	h, err := netlab.NewHomeRouter("iptables", 21, 2121, 2122, 2124)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo: building the network:", err)
 		return 1
@@ -81,7 +85,7 @@ func demo(bin string) int {
 	type row struct {
 		c     netlab.Client
 		op    netlab.Op
-		cells [4]netlab.Cell
+		cells [5]netlab.Cell
 	}
 	var rows []*row
 	for _, c := range netlab.Clients {
@@ -98,12 +102,12 @@ func demo(bin string) int {
 	wg.Wait()
 
 	fmt.Println("2/2 Through ftpgate...")
-	gw, err := h.StartFtpgate(bin, config, 21, 2121, 2122)
+	gw, err := h.StartFtpgate(bin, config, 21, 2121, 2122, 2124)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
 	}
-	for i, port := range []int{21, 2121, 2122} {
+	for i, port := range []int{21, 2121, 2122, 2124} {
 		for _, r := range rows {
 			r.cells[i+1] = h.Do(r.c, netlab.GatewayOut, port, r.op)
 		}
@@ -112,8 +116,8 @@ func demo(bin string) int {
 
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "client\toperation\tplain DNAT, no ALG\tftpgate, server_mode same\tftpgate, server_mode passive\tftpgate, server_mode active")
-	fmt.Fprintln(tw, "------\t---------\t------------------\t-------------------------\t----------------------------\t---------------------------")
+	fmt.Fprintln(tw, "client\toperation\tplain DNAT, no ALG\tftpgate relay, same\tftpgate relay, passive\tftpgate relay, active\tftpgate kernel path")
+	fmt.Fprintln(tw, "------\t---------\t------------------\t-------------------\t----------------------\t---------------------\t-------------------")
 	good := true
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s", r.c.Name, r.op)
@@ -141,7 +145,7 @@ func demo(bin string) int {
 		for _, r := range rows {
 			for i, cell := range r.cells[1:] {
 				if cell.Err != nil {
-					fmt.Printf("  %s %s (listener %d): %v\n", r.c.Name, r.op, i, cell.Err)
+					fmt.Printf("  %s %s (column %d): %v\n", r.c.Name, r.op, i+1, cell.Err)
 				}
 			}
 		}
