@@ -77,6 +77,7 @@ listeners:
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
 firewall: {backend: iptables, pinhole_ttl: 10s}
+metrics: {listen: "127.0.0.1:9121"}
 `
 
 func TestMain(m *testing.M) {

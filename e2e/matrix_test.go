@@ -39,6 +39,7 @@ func TestMatrix(t *testing.T) {
 	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
 	baseline := openFDs(t, gw)
 	kernelCells := 0
+	cells := map[string]int{} // cells run per listener
 	for _, mode := range []struct {
 		name string
 		host string
@@ -62,6 +63,7 @@ func TestMatrix(t *testing.T) {
 						if mode.port == portKernel {
 							kernelCells++
 						}
+						cells[listenerName(mode.host, mode.port)]++
 						cell := net4.Do(c, mode.host, mode.port, op)
 						if cell.Err != nil {
 							t.Fatalf("%v\n--- client log ---\n%s", cell.Err, tail(cell.Log, 60))
@@ -72,10 +74,68 @@ func TestMatrix(t *testing.T) {
 		})
 	}
 	assertNoLeftovers(t, gw, baseline)
+	checkMetrics(t, cells)
 	// Each kernel-path data connection was seen in conntrack, and its
 	// pinhole removed then, not at a timeout.
 	if n, want := strings.Count(gw.Stderr.String(), "outcome=forwarded"), kernelCells; n < want {
 		t.Errorf("%d kernel-path transfers seen forwarded, want %d", n, want)
+	}
+}
+
+// listenerName is the name, in matrixConfig, of the listener at host:port.
+func listenerName(host string, port int) string {
+	names := map[int]string{portSame: "same", portPassive: "passive", portActive: "active", portKernel: "kernel",
+		portTranslate: "translate", portClassic: "classic"}
+	if strings.Contains(host, ":") && (port == portSame || port == portKernel) {
+		return names[port] + "6"
+	}
+	return names[port]
+}
+
+// checkMetrics scrapes ftpgate's /metrics in the gateway (and /healthz,
+// /readyz) and checks that the counters match what the matrix did: one
+// session per cell and listener, data bytes, rewrites.
+func checkMetrics(t *testing.T, cells map[string]int) {
+	t.Helper()
+	get := func(path string) string {
+		out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121"+path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		return out
+	}
+	if got := get("/healthz"); strings.TrimSpace(got) != "ok" {
+		t.Errorf("/healthz = %q", got)
+	}
+	if got := get("/readyz"); strings.TrimSpace(got) != "ready" {
+		t.Errorf("/readyz = %q", got)
+	}
+	metrics := get("/metrics")
+	value := func(series string) float64 {
+		for line := range strings.Lines(metrics) {
+			if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && name == series {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return 0
+	}
+	for listener, n := range cells {
+		series := fmt.Sprintf(`ftpgate_sessions_total{listener=%q,outcome="ok"}`, listener)
+		if got := value(series); got < float64(n) {
+			t.Errorf("%s = %v, want at least %d (the cells run)", series, got, n)
+		}
+	}
+	if got := value(`ftpgate_data_bytes_total{direction="to_client"}`); got < netlab.BigSize {
+		t.Errorf("ftpgate_data_bytes_total to_client = %v, want at least one 10 MiB file", got)
+	}
+	for _, kind := range []string{"227", "229"} {
+		if got := value(fmt.Sprintf(`ftpgate_rewrites_total{kind=%q}`, kind)); got == 0 {
+			t.Errorf("no %s rewrites counted", kind)
+		}
+	}
+	if !strings.Contains(metrics, "ftpgate_pinhole_op_duration_seconds_bucket") || !strings.Contains(metrics, "ftpgate_build_info") {
+		t.Error("pinhole latency histogram or build info missing from /metrics")
 	}
 }
 

@@ -261,6 +261,7 @@ func (l *dataLink) run() {
 			return
 		}
 		ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
+		ss.srv.Metrics.dataConnection(RelayPath, "failed", 0, 0)
 		return
 	}
 	ss.mu.Lock()
@@ -310,9 +311,11 @@ func (l *dataLink) watchKernel() {
 	case connected:
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded")
+		ss.srv.Metrics.dataConnection(KernelPath, "forwarded", 0, 0)
 	case cmd != "":
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "pinhole closed", "cause", context.Cause(l.ctx))
+		ss.srv.Metrics.dataConnection(KernelPath, "expired", 0, 0)
 	default:
 		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
 	}
@@ -379,7 +382,7 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 		}
 		// SECURITY: a data connection from anyone but the expected peer is
 		// closed and logged (port theft, DESIGN.md section 5, item 1).
-		l.ss.log.Warn("data connection refused", "reason", "theft", "link", l.id,
+		l.ss.reject("data connection refused", "theft", "link", l.id,
 			"side", side, "from", from.String(), "expected", e.peer.String())
 		abort(c)
 	}
@@ -425,6 +428,7 @@ func (l *dataLink) relay(cc, sc *net.TCPConn) {
 		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
 		"bytes_to_client", toClient, "bytes_to_server", toServer,
 		"seconds", time.Since(start).Seconds(), "outcome", outcome)
+	ss.srv.Metrics.dataConnection(RelayPath, outcome, toClient, toServer)
 }
 
 // copyData copies src to dst. io.Copy between two *net.TCPConn splices on

@@ -49,11 +49,11 @@ func (ss *session) negotiateActive(cmd ftp.Command) error {
 	req, err := parse(cmd.Arg)
 	switch {
 	case errors.Is(err, nat.ErrFamily):
-		ss.log.Warn("command refused", "reason", "family", "verb", cmd.Verb, "err", err)
+		ss.reject("command refused", "family", "verb", cmd.Verb, "err", err)
 		ss.replyLocal(522, "Network protocol not supported, use (1,2).")
 		return nil
 	case err != nil:
-		ss.log.Warn("command refused", "reason", "syntax", "verb", cmd.Verb, "err", err)
+		ss.reject("command refused", "syntax", "verb", cmd.Verb, "err", err)
 		ss.replyLocal(501, "Syntax error in parameters or arguments.")
 		return nil
 	}
@@ -63,11 +63,11 @@ func (ss *session) negotiateActive(cmd ftp.Command) error {
 	target, err := nat.ActiveTarget(ss.clientPeer.Addr(), req)
 	switch {
 	case errors.Is(err, nat.ErrLowPort):
-		ss.log.Warn("command refused", "reason", "low_port", "verb", cmd.Verb, "err", err)
+		ss.reject("command refused", "low_port", "verb", cmd.Verb, "err", err)
 		ss.replyLocal(504, "Command not implemented for that parameter: port below 1024.")
 		return nil
 	case err != nil:
-		ss.log.Warn("command refused", "reason", "bounce", "verb", cmd.Verb, "err", err)
+		ss.reject("command refused", "bounce", "verb", cmd.Verb, "err", err)
 		ss.replyLocal(501, "Illegal address: data connections go to your own address only.")
 		return nil
 	}
@@ -88,7 +88,7 @@ func (ss *session) negotiate(cs clientSide) error {
 	}
 	if pending >= maxLinksPerSession {
 		ss.mu.Unlock()
-		ss.log.Warn("command refused", "reason", "limit", "verb", cs.verb, "pending_data_connections", pending)
+		ss.reject("command refused", "limit", "verb", cs.verb, "pending_data_connections", pending)
 		ss.replyLocal(425, "Too many pending data connections.")
 		return nil
 	}
@@ -114,7 +114,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		ss.mu.Lock()
 		ss.negotiating--
 		ss.mu.Unlock()
-		ss.log.Warn("command refused", "reason", "family", "verb", cs.verb,
+		ss.reject("command refused", "family", "verb", cs.verb,
 			"err", "the kernel data path cannot translate between IPv4 and IPv6; use data.path relay")
 		ss.replyLocal(425, "Can't open data connection across address families on this path.")
 		return nil
@@ -124,6 +124,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		if ext {
 			verb = "EPSV"
 		}
+		ss.srv.Metrics.rewrite(verb)
 		return ss.forward(ftp.AppendCommand(nil, verb, ""), expectation{
 			verb:      verb,
 			intercept: func(reply []byte, code int) []byte { return ss.onPassiveReply(cs, verb, reply, code) },
@@ -146,6 +147,7 @@ func (ss *session) negotiate(cs clientSide) error {
 	if ext || !adv.Addr().Is4() {
 		verb, arg = "EPRT", nat.FormatEPRT(adv)
 	}
+	ss.srv.Metrics.rewrite(verb)
 	return ss.forward(ftp.AppendCommand(nil, verb, arg), expectation{
 		verb:      verb,
 		intercept: func(reply []byte, code int) []byte { return ss.onActiveReply(cs, sp, reply, code) },
@@ -323,14 +325,16 @@ func (ss *session) adoptLinkLocked(l *dataLink) {
 // passiveReply is the 227 or 229 reply that announces port to the client.
 func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
 	if cs.verb == "PASV" {
+		ss.srv.Metrics.rewrite("227")
 		return append([]byte(nat.Format227(netip.AddrPortFrom(ss.clientAdvertise(), port))), '\r', '\n')
 	}
+	ss.srv.Metrics.rewrite("229")
 	return append([]byte(nat.Format229(port)), '\r', '\n')
 }
 
 func (ss *session) failNegotiationLocked(what string, err error) []byte {
 	ss.useNext = ""
-	ss.log.Warn("data connection refused", "reason", "bad_reply", "err", fmt.Errorf("%s: %w", what, err))
+	ss.reject("data connection refused", "bad_reply", "err", fmt.Errorf("%s: %w", what, err))
 	return ftp.AppendReply(nil, 425, "Can't open data connection.")
 }
 

@@ -184,6 +184,9 @@ type Server struct {
 	// port is announced. If nil, no firewall is managed.
 	Pinholes rules.Pinholer
 
+	// Metrics receives the proxy's counters. If nil, nothing is counted.
+	Metrics *Metrics
+
 	// Limiter admits sessions; share one among the listeners of a process.
 	// If nil, sessions are not limited.
 	Limiter *SessionLimiter
@@ -259,6 +262,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		id, release, err = s.Limiter.Acquire(client.Addr())
 		if err != nil {
 			log.Warn("session refused", "reason", "limit", "err", err)
+			s.Metrics.sessionRefused(s.Name, "limit")
 			refuse(c, 421, "Too many connections, try again later.")
 			return
 		}

@@ -50,6 +50,8 @@ type session struct {
 	serverPeer, serverLocal netip.AddrPort
 	// origDst is where a transparent session's client was going.
 	origDst netip.AddrPort
+	// refused is set when the session was refused by policy.
+	refused bool
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -115,6 +117,7 @@ func (ss *session) serve(parent context.Context) {
 	ss.ctx, ss.cancel = context.WithCancelCause(parent)
 	start := time.Now()
 	ss.log.Info("session started", "local", ss.clientLocal.String())
+	ss.srv.Metrics.sessionStarted(ss.srv.Name)
 	err := ss.run()
 	ss.cancel(err)
 	ss.wg.Wait()
@@ -136,6 +139,7 @@ func (ss *session) serve(parent context.Context) {
 		attrs = append(attrs, "err", err)
 	}
 	ss.log.Info("session ended", attrs...)
+	ss.srv.Metrics.sessionEnded(ss.srv.Name, err, ss.refused)
 }
 
 func (ss *session) run() error {
@@ -144,7 +148,8 @@ func (ss *session) run() error {
 	if ss.srv.transparent() {
 		dst, err := ss.destination()
 		if err != nil {
-			ss.log.Warn("session refused", "reason", "allow_list", "err", err)
+			ss.refused = true
+			ss.reject("session refused", "allow_list", "err", err)
 			ss.replyNow(421, "Service not available, destination not allowed.")
 			return err
 		}
@@ -241,7 +246,7 @@ func (ss *session) readCommands() error {
 			ss.replyNow(421, "Idle timeout, closing control connection.")
 			return fmt.Errorf("client idle for %s: %w", idle, err)
 		case errors.Is(err, ftp.ErrLineTooLong):
-			ss.log.Warn("command refused", "reason", "line_too_long", "max_bytes", ss.srv.maxLineBytes())
+			ss.reject("command refused", "line_too_long", "max_bytes", ss.srv.maxLineBytes())
 			ss.replyNow(500, "Line too long.")
 			ss.drainClient()
 			return fmt.Errorf("reading command: %w", err)
@@ -286,6 +291,7 @@ func (ss *session) readReplies() error {
 // or rewrites it.
 func (ss *session) handleCommand(line []byte) error {
 	cmd := ftp.ParseCommand(line)
+	ss.srv.Metrics.command(cmd.Verb)
 	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
 		arg := cmd.Arg
 		if cmd.Verb == "PASS" {
@@ -308,7 +314,7 @@ func (ss *session) handleCommand(line []byte) error {
 	case "LPRT", "LPSV":
 		// DESIGN.md section 5, item 4: never pass an address-bearing
 		// command through unrewritten.
-		ss.log.Warn("command refused", "reason", "unsupported", "verb", cmd.Verb)
+		ss.reject("command refused", "unsupported", "verb", cmd.Verb)
 		ss.replyLocal(502, "Command not implemented, use EPRT or EPSV.")
 		return nil
 	case "AUTH":
@@ -316,7 +322,7 @@ func (ss *session) handleCommand(line []byte) error {
 		// ftpgate (DESIGN.md section 5, item 4): refused until ftpgate
 		// terminates TLS itself. RFC 2228: 534, request denied for policy
 		// reasons; clients that only try TLS go on in the clear.
-		ss.log.Warn("command refused", "reason", "tls", "verb", cmd.Verb, "arg", cmd.Arg)
+		ss.reject("command refused", "tls", "verb", cmd.Verb, "arg", cmd.Arg)
 		ss.replyLocal(534, "AUTH is not available through this gateway.")
 		return nil
 	case "FEAT":
@@ -427,6 +433,12 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	}
 	ss.deliverLocalLocked()
 	return nil
+}
+
+// reject logs a refusal at Warn with its reason and counts it.
+func (ss *session) reject(msg, reason string, attrs ...any) {
+	ss.log.Warn(msg, append([]any{"reason", reason}, attrs...)...)
+	ss.srv.Metrics.rejection(reason)
 }
 
 // drainClient half-closes the client connection after a final reply and

@@ -20,9 +20,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
 	"github.com/ftpgate/ftpgate/nat"
@@ -136,7 +135,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
+	var ready atomic.Bool
+	if err := serveMetrics(ctx, cfg.Metrics.Listen, reg, &ready, log); err != nil {
+		log.Error("ftpgate not started", "err", err)
+		return 1
+	}
 	fw, err := newFirewall(cfg.Firewall, log, reg)
 	if err != nil {
 		log.Error("ftpgate not started", "err", err)
@@ -147,7 +151,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fw.stop()
 		return 1
 	}
-	err = serve(ctx, cfg, log, fw)
+	err = serve(ctx, cfg, log, fw, proxy.NewMetrics(reg), &ready)
 	// Every session has ended and closed its pinholes: remove the chains.
 	err = errors.Join(err, fw.stop())
 	logPinholeLatency(log, reg)
@@ -161,7 +165,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // serve binds every listener of cfg and serves them until ctx is done or one
 // of them fails.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewall) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewall, metrics *proxy.Metrics, ready *atomic.Bool) error {
 	limiter := proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	type bound struct {
 		srv *proxy.Server
@@ -180,6 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewa
 			return err
 		}
 		srv.Pinholes = fw.pinholes
+		srv.Metrics = metrics
 		if srv.DataPath == proxy.KernelPath {
 			if srv.Connections, err = fw.connections(log); err != nil {
 				closeAll()
@@ -204,6 +209,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewa
 			"data_path", lc.Data.Path, "server_mode", lc.Data.ServerMode)
 	}
 
+	ready.Store(true)
+	defer ready.Store(false)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup

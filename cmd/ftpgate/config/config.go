@@ -126,6 +126,17 @@ type Config struct {
 	// Firewall says whether and how ftpgate opens pinholes for data
 	// connections.
 	Firewall Firewall `yaml:"firewall"`
+	// Metrics configures the HTTP listener for /metrics, /healthz and
+	// /readyz.
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// Metrics configures the observability endpoint.
+type Metrics struct {
+	// Listen is the address of the HTTP listener for /metrics (Prometheus),
+	// /healthz and /readyz, separate from the FTP listeners, e.g.
+	// "127.0.0.1:9121". Empty (the default): not served.
+	Listen string `yaml:"listen"`
 }
 
 // Firewall backends (Firewall.Backend).

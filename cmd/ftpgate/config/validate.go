@@ -58,6 +58,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, c.Log.validate()...)
 	errs = append(errs, c.Firewall.validate()...)
+	if c.Metrics.Listen != "" {
+		if _, err := parseListen(c.Metrics.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
