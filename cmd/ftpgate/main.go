@@ -36,6 +36,7 @@ const usage = `usage:
   ftpgate run --config FILE     serve the listeners of FILE until SIGINT or SIGTERM
   ftpgate check --config FILE   validate FILE (exit 0 with a summary, 1 with every error)
   ftpgate cleanup --config FILE remove ftpgate's firewall chains and jumps (after a crash)
+  ftpgate trace FILE            explain FTP data-connection failures from a capture (or --interface IF)
   ftpgate version               print the version
 `
 
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "cleanup":
 		return cmdCleanup(args[1:], stdout, stderr)
+	case "trace":
+		return cmdTrace(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
