@@ -397,6 +397,9 @@ func (l *dataLink) relay(cc, sc *net.TCPConn) {
 	defer func() {
 		ss.lastTransfer.Store(time.Now().UnixNano())
 		ss.transfers.Add(-1)
+		ss.mu.Lock()
+		ss.endIfDrainedLocked()
+		ss.mu.Unlock()
 	}()
 	stop := context.AfterFunc(l.ctx, func() { abort(cc); abort(sc) })
 	defer stop()

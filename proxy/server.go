@@ -200,7 +200,13 @@ type Server struct {
 	// use splice(2); the control connection may be any net.Conn.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	wg sync.WaitGroup // one per running session
+	// DrainTimeout is how long Serve lets running transfers finish after
+	// its context is done. Zero: sessions are closed at once.
+	DrainTimeout time.Duration
+
+	wg       sync.WaitGroup // one per running session
+	mu       sync.Mutex     // guards sessions
+	sessions map[*session]struct{}
 }
 
 // ConnectionWatcher reports new connections that the kernel forwards.
@@ -212,9 +218,10 @@ type ConnectionWatcher interface {
 }
 
 // Serve accepts control connections on ln and runs one session for each
-// until ctx is done. Then it closes ln, ends every session (their clients
-// are told 421) and returns once all have finished. Serve always returns a
-// non-nil error: ctx's cause after a shutdown, or the accept error.
+// until ctx is done. Then it closes ln, lets running transfers finish for
+// up to DrainTimeout, ends every session (their clients are told 421) and
+// returns once all have finished. Serve always returns a non-nil error:
+// ctx's cause after a shutdown, or the accept error.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.ClientPorts == nil || s.ServerPorts == nil {
 		return errors.New("proxy: Server needs ClientPorts and ServerPorts")
@@ -222,9 +229,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.DataPath == KernelPath && (s.ServerMode != SameMode || s.Pinholes == nil) {
 		return errors.New("proxy: the kernel data path needs ServerMode SameMode and Pinholes")
 	}
+	// Sessions outlive ctx by the drain: they get their own context.
+	sessCtx, endSessions := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer endSessions(nil)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	defer s.wg.Wait()
+	err := s.accept(ctx, sessCtx, ln)
+	s.drain(context.Cause(ctx))
+	endSessions(context.Cause(ctx))
+	s.wg.Wait()
+	return err
+}
+
+// accept runs the accept loop until ctx is done or accepting fails.
+func (s *Server) accept(ctx, sessCtx context.Context, ln net.Listener) error {
 	var delay time.Duration // back-off for temporary accept errors, as net/http does
 	for {
 		c, err := ln.Accept()
@@ -247,7 +265,33 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		delay = 0
 		s.wg.Add(1)
-		go s.serveConn(ctx, c)
+		go s.serveConn(sessCtx, c)
+	}
+}
+
+// drain lets the running sessions finish their transfers, for at most
+// DrainTimeout: a session ends (with a 421) as soon as it has no transfer
+// running and no reply outstanding. Then the caller ends the rest.
+func (s *Server) drain(cause error) {
+	if s.DrainTimeout <= 0 {
+		return
+	}
+	s.mu.Lock()
+	n := len(s.sessions)
+	for ss := range s.sessions {
+		ss.startDrain(cause)
+	}
+	s.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	s.logger().Info("draining", "listener", s.Name, "sessions", n, "timeout", s.DrainTimeout)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.DrainTimeout):
+		s.logger().Warn("drain timeout: closing the sessions left", "listener", s.Name)
 	}
 }
 
@@ -269,6 +313,17 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	defer release()
 	ss := newSession(s, id, c, log.With("session", id))
+	s.mu.Lock()
+	if s.sessions == nil {
+		s.sessions = make(map[*session]struct{})
+	}
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		s.mu.Unlock()
+	}()
 	ss.serve(ctx)
 }
 

@@ -58,6 +58,8 @@ type session struct {
 	wg     sync.WaitGroup // running dataLinks
 
 	transfers  atomic.Int32 // data connections copying right now
+	draining   atomic.Bool  // the server is stopping: end once idle
+	drainCause error        // set before draining
 	pinholeSeq atomic.Int32 // numbers the session's pinholes
 	// lastTransfer is when the last data connection stopped copying, in
 	// Unix nanoseconds: the idle clock restarts then.
@@ -114,7 +116,10 @@ func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
 
 // serve runs the session to its end and releases everything it opened.
 func (ss *session) serve(parent context.Context) {
-	ss.ctx, ss.cancel = context.WithCancelCause(parent)
+	ctx, cancel := context.WithCancelCause(parent)
+	ss.mu.Lock()
+	ss.ctx, ss.cancel = ctx, cancel
+	ss.mu.Unlock()
 	start := time.Now()
 	ss.log.Info("session started", "local", ss.clientLocal.String())
 	ss.srv.Metrics.sessionStarted(ss.srv.Name)
@@ -414,6 +419,7 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 		if final && len(ss.replies) > 0 {
 			ss.popLocked()
 			ss.deliverLocalLocked()
+			ss.endIfDrainedLocked()
 		}
 		return nil
 	}
@@ -433,6 +439,27 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	}
 	ss.deliverLocalLocked()
 	return nil
+}
+
+// startDrain tells the session that the server is stopping: it ends now if
+// idle, else once its transfers and replies are done.
+func (ss *session) startDrain(cause error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.drainCause = cause
+	ss.draining.Store(true)
+	ss.endIfDrainedLocked()
+}
+
+// endIfDrainedLocked ends a draining session that has no transfer running
+// and no reply outstanding. It runs with mu held; the session's end (and
+// its 421) happens once mu is released.
+func (ss *session) endIfDrainedLocked() {
+	if !ss.draining.Load() || ss.transfers.Load() > 0 || len(ss.replies) > 0 || ss.cancel == nil {
+		return
+	}
+	cause := ss.drainCause
+	go ss.cancel(cause)
 }
 
 // reject logs a refusal at Warn with its reason and counts it.

@@ -263,6 +263,7 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		ServerPorts:  nat.NewPortPool(serverPorts),
 		IdleTimeout:  lim.IdleTimeout,
 		DataTimeout:  lim.DataTimeout,
+		DrainTimeout: lim.DrainTimeout,
 		MaxLineBytes: lim.MaxLineBytes,
 		Limiter:      limiter,
 		Logger:       log,

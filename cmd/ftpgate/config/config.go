@@ -87,6 +87,8 @@ const (
 	DefaultIdleTimeout = 15 * time.Minute
 	// DefaultDataTimeout is the default Limits.DataTimeout.
 	DefaultDataTimeout = 30 * time.Second
+	// DefaultDrainTimeout is the default Limits.DrainTimeout.
+	DefaultDrainTimeout = 30 * time.Second
 	// DefaultMaxLineBytes is the default Limits.MaxLineBytes.
 	DefaultMaxLineBytes = 4096
 
@@ -254,6 +256,10 @@ type Limits struct {
 	// transfer command; it also bounds dialing the server. Default 30s; must
 	// be positive.
 	DataTimeout time.Duration `yaml:"data_timeout"`
+	// DrainTimeout is how long, after SIGTERM or SIGINT, running transfers
+	// may go on before their sessions are closed; sessions without one are
+	// closed at once. Default 30s; 0 closes every session at once.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// MaxLineBytes is the longest control-channel line accepted, in bytes,
 	// line ending included; a session sending a longer one is closed.
 	// Default 4096; 512..1048576.
@@ -279,6 +285,7 @@ func Default() Config {
 			MaxSessionsPerClient: DefaultMaxSessionsPerClient,
 			IdleTimeout:          DefaultIdleTimeout,
 			DataTimeout:          DefaultDataTimeout,
+			DrainTimeout:         DefaultDrainTimeout,
 			MaxLineBytes:         DefaultMaxLineBytes,
 		},
 		Log: Log{
@@ -367,8 +374,8 @@ func (c *Config) Summary() string {
 		fmt.Fprintf(&b, "%s %s -> %s (%s, server_mode %s); ",
 			l.Name, l.Listen, to, l.Data.Path, l.Data.ServerMode)
 	}
-	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s max_line_bytes=%d; ",
-		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.MaxLineBytes)
+	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s drain_timeout=%s max_line_bytes=%d; ",
+		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.DrainTimeout, c.Limits.MaxLineBytes)
 	fmt.Fprintf(&b, "log level=%s format=%s; ", c.Log.Level, c.Log.Format)
 	if c.Firewall.Backend == BackendNone {
 		b.WriteString("firewall none")

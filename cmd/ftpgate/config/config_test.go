@@ -79,6 +79,7 @@ func TestLoadGood(t *testing.T) {
 			MaxSessionsPerClient: 8,
 			IdleTimeout:          time.Hour,
 			DataTimeout:          45 * time.Second,
+			DrainTimeout:         30 * time.Second,
 			MaxLineBytes:         1024,
 		},
 		Log:      Log{Level: "debug", Format: "json"},
@@ -96,6 +97,7 @@ func TestDefault(t *testing.T) {
 			MaxSessionsPerClient: 64,
 			IdleTimeout:          15 * time.Minute,
 			DataTimeout:          30 * time.Second,
+			DrainTimeout:         30 * time.Second,
 			MaxLineBytes:         4096,
 		},
 		Log:      Log{Level: "info", Format: "text"},
@@ -359,7 +361,7 @@ func TestSummary(t *testing.T) {
 		"passive_only 198.19.0.1:2121 -> ftp.example.net:21 (relay, server_mode passive); " +
 		"active-v6 [2001:db8::1]:21 -> [2001:db8:1::2]:21 (relay, server_mode active); " +
 		"edge 198.18.1.1:2121 -> original destination (redirect) (kernel, server_mode same); " +
-		"limits max_sessions=500 max_sessions_per_client=8 idle_timeout=1h0m0s data_timeout=45s max_line_bytes=1024; " +
+		"limits max_sessions=500 max_sessions_per_client=8 idle_timeout=1h0m0s data_timeout=45s drain_timeout=30s max_line_bytes=1024; " +
 		"log level=debug format=json; firewall iptables (legacy) chains FG_1-* pinhole_ttl=10s"
 	if got := cfg.Summary(); got != want {
 		t.Errorf("Summary():\n got %s\nwant %s", got, want)

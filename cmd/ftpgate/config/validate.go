@@ -399,6 +399,9 @@ func (l *Limits) validate() []error {
 	if l.DataTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("limits.data_timeout: must be positive, got %s", l.DataTimeout))
 	}
+	if l.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("limits.drain_timeout: must not be negative, got %s", l.DrainTimeout))
+	}
 	if l.MaxLineBytes < MinLineBytes || l.MaxLineBytes > MaxLineBytes {
 		errs = append(errs, fmt.Errorf("limits.max_line_bytes: must be from %d to %d, got %d", MinLineBytes, MaxLineBytes, l.MaxLineBytes))
 	}
