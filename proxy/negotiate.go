@@ -386,7 +386,7 @@ func (ss *session) clientView() netip.Addr {
 	if ss.srv.transparent() {
 		return ss.origDst.Addr()
 	}
-	return ss.clientLocal.Addr()
+	return ss.clientDst.Addr()
 }
 
 // serverAdvertise is the address written in PORT/EPRT to the server.

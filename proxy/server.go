@@ -298,6 +298,20 @@ func (s *Server) drain(cause error) {
 // serveConn runs in its own goroutine and owns c until it returns.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer s.wg.Done()
+	if _, ok := c.(rawConn); ok {
+		// A PROXY protocol header comes first: read and check it (the
+		// listener's policy refuses one from an untrusted source) before
+		// anything else, bounded in time.
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(nil); err != nil {
+			s.logger().Warn("session refused", "listener", s.Name, "reason", "proxy_protocol",
+				"from", c.(rawConn).Raw().RemoteAddr().String(), "err", err)
+			s.Metrics.sessionRefused(s.Name, "proxy_protocol")
+			c.Close()
+			return
+		}
+		c.SetReadDeadline(time.Time{})
+	}
 	client := addrPortOf(c.RemoteAddr())
 	log := s.logger().With("listener", s.Name, "client", client.String())
 	id, release := uint64(0), func() {}

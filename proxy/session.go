@@ -47,6 +47,11 @@ type session struct {
 	server net.Conn // set once dialed, before the pumps start
 
 	clientPeer, clientLocal netip.AddrPort
+	// clientDst is the address the client connected to: clientLocal, or
+	// behind a load balancer that speaks the PROXY protocol, the
+	// destination in its header (where the client's data connections go
+	// too).
+	clientDst netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
 	// origDst is where a transparent session's client was going.
 	origDst netip.AddrPort
@@ -102,16 +107,28 @@ type expectation struct {
 }
 
 func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
-	setOOBInline(c, log)
+	raw := c
+	if w, ok := c.(rawConn); ok {
+		raw = w.Raw()
+	}
+	setOOBInline(raw, log)
 	return &session{
 		srv:         srv,
 		id:          id,
 		log:         log,
 		client:      c,
 		clientPeer:  addrPortOf(c.RemoteAddr()),
-		clientLocal: addrPortOf(c.LocalAddr()),
+		clientLocal: addrPortOf(raw.LocalAddr()),
+		clientDst:   addrPortOf(c.LocalAddr()),
 		ports:       make(map[*dataPort]struct{}),
 	}
+}
+
+// rawConn is a connection that wraps another, as a listener that reads a
+// PROXY protocol header (github.com/pires/go-proxyproto) returns: its
+// RemoteAddr and LocalAddr are those of the header, Raw the socket's.
+type rawConn interface {
+	Raw() net.Conn
 }
 
 // serve runs the session to its end and releases everything it opened.

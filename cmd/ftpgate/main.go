@@ -22,6 +22,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
 	"github.com/ftpgate/ftpgate/nat"
@@ -203,6 +206,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewa
 			closeAll()
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
+		if lc.ProxyProtocol {
+			ln = proxyProtocolListener(ln, lc.TrustedProxies)
+		}
 		all = append(all, bound{srv, ln})
 		to := lc.Upstream
 		if lc.Mode == config.ModeTransparent {
@@ -297,6 +303,34 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		}
 	}
 	return srv, nil
+}
+
+// proxyProtocolListener reads a PROXY protocol header (v1 or v2) on every
+// connection from a trusted load balancer, and refuses one from any other
+// source (which may still connect without a header). The session reads the
+// header first, so a slow peer blocks only itself.
+func proxyProtocolListener(ln net.Listener, trusted []string) net.Listener {
+	var nets []netip.Prefix
+	for _, c := range trusted {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			nets = append(nets, p.Masked())
+		}
+	}
+	return &proxyproto.Listener{
+		Listener: ln,
+		ConnPolicy: func(opts proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+			if ta, ok := opts.Upstream.(*net.TCPAddr); ok {
+				from := ta.AddrPort().Addr().Unmap()
+				for _, p := range nets {
+					if p.Contains(from) {
+						return proxyproto.REQUIRE, nil
+					}
+				}
+			}
+			return proxyproto.REJECT, nil
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
 }
 
 // redirectedDestination is where a connection REDIRECTed to ftpgate was

@@ -202,6 +202,13 @@ type Listener struct {
 	// Intercept is how a transparent listener receives its connections:
 	// "redirect" (default) or "tproxy". Transparent mode only.
 	Intercept string `yaml:"intercept"`
+	// ProxyProtocol makes the listener read a PROXY protocol header (v1 or
+	// v2) from the load balancers in TrustedProxies, so that sessions see
+	// the real client address. A header from any other source is refused.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+	// TrustedProxies are the networks (CIDR) whose PROXY protocol headers
+	// are believed; required with ProxyProtocol.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Data configures the data connections of this listener's sessions.
 	Data Data `yaml:"data"`
 }

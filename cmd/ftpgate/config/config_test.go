@@ -184,6 +184,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
+		{"bad-proxy-protocol.yaml", `listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
 		{"bad-server-commands.yaml", `listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
 		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs firewall.backend "iptables": its data connections cross only through pinholes`},
 		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},

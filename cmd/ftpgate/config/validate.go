@@ -127,6 +127,18 @@ func (l *Listener) validate() []error {
 		add("mode", fmt.Errorf("unknown value %q; use %q or %q", l.Mode, ModeReverse, ModeTransparent))
 	}
 
+	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
+		add("trusted_proxies", errors.New("required with proxy_protocol: the load balancers whose headers to believe"))
+	}
+	if !l.ProxyProtocol && len(l.TrustedProxies) > 0 {
+		add("trusted_proxies", errors.New("only with proxy_protocol: true"))
+	}
+	for i, c := range l.TrustedProxies {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			add(fmt.Sprintf("trusted_proxies[%d]", i), fmt.Errorf("invalid CIDR %q", c))
+		}
+	}
+
 	d := &l.Data
 	switch d.Path {
 	case "":

@@ -1,0 +1,59 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/e2e/netlab"
+)
+
+// TestProxyProtocol: a listener behind a load balancer (played by the thief
+// namespace, 198.19.1.0/24) takes the client address from its PROXY protocol
+// header; the same header from an untrusted source is refused.
+func TestProxyProtocol(t *testing.T) {
+	config := `
+listeners:
+  - name: behind-lb
+    listen: 198.19.0.1:2123
+    upstream: 198.18.1.2:21
+    proxy_protocol: true
+    trusted_proxies: [198.19.1.0/24]
+    data: {client_ports: 40300-40399, server_ports: 50300-50399}
+log: {level: debug}
+firewall: {backend: iptables}
+`
+	gw := startFtpgate(t, config, portSpare)
+	// The header says the client is 198.19.5.5:40001 (an address that is
+	// only written in the header, never dialled).
+	session := func(ns *netlab.NS) string {
+		script := fmt.Sprintf(`
+import socket
+s = socket.create_connection((%q, %d), timeout=10)
+s.sendall(b"PROXY TCP4 198.19.5.5 198.19.0.1 40001 %d\r\n")
+f = s.makefile("rb")
+try:
+    line = f.readline().decode().strip()
+    print(line or "CLOSED")
+    s.sendall(b"QUIT\r\n")
+except OSError as e:
+    print("CLOSED", e)
+`, netlab.GatewayOut, portSpare, portSpare)
+		out, errOut, err := ns.Exec(30*time.Second, nil, "python3", "-c", script)
+		if err != nil {
+			t.Fatalf("%v: %s", err, errOut)
+		}
+		return strings.TrimSpace(out)
+	}
+	if got := session(net4.Thief); !strings.HasPrefix(got, "220") {
+		t.Errorf("through the trusted load balancer: %q, want the 220 greeting", got)
+	}
+	waitLog(t, gw, "client=198.19.5.5:40001", 1)
+	if got := session(net4.Client); !strings.HasPrefix(got, "CLOSED") {
+		t.Errorf("a header from an untrusted source: %q, want the connection closed", got)
+	}
+	waitLog(t, gw, "reason=proxy_protocol", 1)
+}
