@@ -51,7 +51,7 @@ type session struct {
 	// behind a load balancer that speaks the PROXY protocol, the
 	// destination in its header (where the client's data connections go
 	// too).
-	clientDst netip.AddrPort
+	clientDst               netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
 	// origDst is where a transparent session's client was going.
 	origDst netip.AddrPort
