@@ -149,6 +149,9 @@ try:
 except (TimeoutError, socket.timeout):
     print("timeout")
     raise SystemExit
+except ConnectionResetError:
+    print(0)  # reset by ftpgate before connect() returned: nothing received
+    raise SystemExit
 n = 0
 try:
     while True:
