@@ -33,6 +33,14 @@ func NewSessionLimiter(max, perClient int) *SessionLimiter {
 	return &SessionLimiter{max: max, perClient: perClient, byClient: make(map[netip.Addr]int)}
 }
 
+// SetLimits changes the limits for sessions admitted from now on (a
+// configuration reload); sessions already admitted stay.
+func (l *SessionLimiter) SetLimits(max, perClient int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max, l.perClient = max, perClient
+}
+
 // Acquire admits one session from client. On success it returns the session's
 // ID and a release func that must be called exactly once when the session
 // ends.

@@ -220,8 +220,11 @@ type ConnectionWatcher interface {
 // Serve accepts control connections on ln and runs one session for each
 // until ctx is done. Then it closes ln, lets running transfers finish for
 // up to DrainTimeout, ends every session (their clients are told 421) and
-// returns once all have finished. Serve always returns a non-nil error:
-// ctx's cause after a shutdown, or the accept error.
+// returns once all have finished, with ctx's cause.
+//
+// Closing ln retires the Server (a configuration reload does it): it stops
+// accepting, its sessions go on untouched until they end (or ctx is done,
+// as above), and Serve returns nil. Any other accept error is returned.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.ClientPorts == nil || s.ServerPorts == nil {
 		return errors.New("proxy: Server needs ClientPorts and ServerPorts")
@@ -235,7 +238,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	err := s.accept(ctx, sessCtx, ln)
-	s.drain(context.Cause(ctx))
+	if ctx.Err() == nil && errors.Is(err, net.ErrClosed) {
+		// Retired (a reload replaced the listener, see Serve): the sessions
+		// go on untouched until they end, or until ctx is done.
+		err = nil
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+	if ctx.Err() != nil {
+		s.drain(context.Cause(ctx))
+	}
 	endSessions(context.Cause(ctx))
 	s.wg.Wait()
 	return err

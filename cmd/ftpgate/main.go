@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -132,6 +133,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		select {
 		case sig := <-sigs:
@@ -157,7 +161,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fw.stop()
 		return 1
 	}
-	err = serve(ctx, cfg, log, fw, proxy.NewMetrics(reg), &ready)
+	err = serve(ctx, path, cfg, log, fw, proxy.NewMetrics(reg), &ready, hup)
 	// Every session has ended and closed its pinholes: remove the chains.
 	err = errors.Join(err, fw.stop())
 	logPinholeLatency(log, reg)
@@ -170,75 +174,148 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 // serve binds every listener of cfg and serves them until ctx is done or one
-// of them fails.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, fw *firewall, metrics *proxy.Metrics, ready *atomic.Bool) error {
-	limiter := proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
-	type bound struct {
-		srv *proxy.Server
-		ln  net.Listener
-	}
-	var all []bound
-	closeAll := func() {
-		for _, b := range all {
-			b.ln.Close()
-		}
-	}
-	for _, lc := range cfg.Listeners {
-		srv, err := newServer(lc, cfg.Limits, limiter, log)
-		if err != nil {
-			closeAll()
-			return err
-		}
-		srv.Pinholes = fw.pinholes
-		srv.Metrics = metrics
-		if srv.DataPath == proxy.KernelPath {
-			if srv.Connections, err = fw.connections(log); err != nil {
-				closeAll()
-				return fmt.Errorf("listener %s: %w", lc.Name, err)
-			}
-		}
-		lcfg := net.ListenConfig{}
-		if lc.Intercept == config.InterceptTPROXY {
-			lcfg = rules.TransparentListenConfig()
-		}
-		ln, err := lcfg.Listen(ctx, "tcp", lc.Listen)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listener %s: %w", lc.Name, err)
-		}
-		if lc.ProxyProtocol {
-			ln = proxyProtocolListener(ln, lc.TrustedProxies)
-		}
-		all = append(all, bound{srv, ln})
-		to := lc.Upstream
-		if lc.Mode == config.ModeTransparent {
-			to = "original destination (" + lc.Intercept + ")"
-		}
-		log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "to", to,
-			"data_path", lc.Data.Path, "server_mode", lc.Data.ServerMode)
-	}
-
-	ready.Store(true)
-	defer ready.Store(false)
+// of them fails. On SIGHUP (hup) it reloads the configuration file at path
+// (see reload).
+func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logger, fw *firewall,
+	metrics *proxy.Metrics, ready *atomic.Bool, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var wg sync.WaitGroup
-	errs := make([]error, len(all))
-	for i, b := range all {
-		wg.Go(func() {
-			err := b.srv.Serve(ctx, b.ln)
-			if ctx.Err() == nil {
-				// A listener failed on its own: stop the others too.
-				errs[i] = fmt.Errorf("listener %s: %w", b.srv.Name, err)
-				cancel(errs[i])
-			}
-		})
+	sup := &supervisor{
+		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: metrics,
+		limiter: proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient),
+		running: map[string]*listener{},
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	for _, lc := range cfg.Listeners {
+		if err := sup.start(lc, cfg.Limits); err != nil {
+			cancel(err)
+			sup.wg.Wait()
+			return err
+		}
+	}
+	sup.cfg = cfg
+	ready.Store(true)
+	defer ready.Store(false)
+	for {
+		select {
+		case <-hup:
+			sup.reload(path)
+		case <-ctx.Done():
+			sup.wg.Wait()
+			if err := context.Cause(ctx); !errors.Is(err, proxy.ErrShutdown) {
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+// supervisor runs the listeners of the current configuration and those
+// that a reload retired, until their sessions end.
+type supervisor struct {
+	ctx     context.Context
+	fail    context.CancelCauseFunc // a listener failed on its own: stop all
+	log     *slog.Logger
+	fw      *firewall
+	metrics *proxy.Metrics
+	limiter *proxy.SessionLimiter
+	cfg     *config.Config
+	running map[string]*listener // by name
+	wg      sync.WaitGroup       // one per Serve, running or retired
+}
+
+// listener is one running listener.
+type listener struct {
+	lc     config.Listener
+	limits config.Limits
+	srv    *proxy.Server
+	ln     net.Listener
+}
+
+// start binds one listener and serves it.
+func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
+	srv, err := newServer(lc, limits, sup.limiter, sup.log)
+	if err != nil {
 		return err
 	}
+	srv.Pinholes = sup.fw.pinholes
+	srv.Metrics = sup.metrics
+	if srv.DataPath == proxy.KernelPath {
+		if srv.Connections, err = sup.fw.connections(sup.log); err != nil {
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+	}
+	lcfg := net.ListenConfig{}
+	if lc.Intercept == config.InterceptTPROXY {
+		lcfg = rules.TransparentListenConfig()
+	}
+	ln, err := lcfg.Listen(sup.ctx, "tcp", lc.Listen)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", lc.Name, err)
+	}
+	if lc.ProxyProtocol {
+		ln = proxyProtocolListener(ln, lc.TrustedProxies)
+	}
+	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, ln: ln}
+	to := lc.Upstream
+	if lc.Mode == config.ModeTransparent {
+		to = "original destination (" + lc.Intercept + ")"
+	}
+	sup.log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "to", to,
+		"data_path", lc.Data.Path, "server_mode", lc.Data.ServerMode)
+	sup.wg.Go(func() {
+		if err := srv.Serve(sup.ctx, ln); err != nil && sup.ctx.Err() == nil {
+			sup.fail(fmt.Errorf("listener %s: %w", lc.Name, err))
+		}
+	})
 	return nil
+}
+
+// reload reads the configuration file again. A file that fails the checks
+// of `ftpgate check` is refused with a log line and the old configuration
+// stays. Otherwise new limits apply to new sessions, and listeners that
+// are new or changed (address, mode, data, limits) start anew: the old
+// one stops accepting, its sessions go on untouched until they end.
+// Listeners no longer in the file are retired the same way. The firewall,
+// metrics and log settings need a restart.
+func (sup *supervisor) reload(path string) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		sup.log.Error("reload refused: the configuration stays as it was", "err", err)
+		return
+	}
+	if !reflect.DeepEqual(cfg.Firewall, sup.cfg.Firewall) || cfg.Metrics != sup.cfg.Metrics || cfg.Log != sup.cfg.Log {
+		sup.log.Warn("reload: firewall, metrics and log settings change only at a restart")
+	}
+	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
+	wanted := map[string]config.Listener{}
+	for _, lc := range cfg.Listeners {
+		wanted[lc.Name] = lc
+	}
+	// Retire first, so that a changed listener can bind its address again.
+	for name, l := range sup.running {
+		if lc, ok := wanted[name]; ok && reflect.DeepEqual(lc, l.lc) && cfg.Limits == l.limits {
+			delete(wanted, name) // unchanged: keeps running
+			continue
+		}
+		l.ln.Close()
+		delete(sup.running, name)
+		sup.log.Info("listener retired by reload; its sessions go on", "listener", name)
+	}
+	var errs []error
+	for _, lc := range cfg.Listeners {
+		if _, ok := wanted[lc.Name]; !ok {
+			continue
+		}
+		if err := sup.start(lc, cfg.Limits); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sup.cfg = cfg
+	if err := errors.Join(errs...); err != nil {
+		sup.log.Error("reload: some listeners did not start", "err", err)
+		return
+	}
+	sup.log.Info("configuration reloaded", "summary", cfg.Summary())
 }
 
 // newServer builds the proxy for one configured listener. cfg has been
