@@ -38,6 +38,10 @@ type Lab struct {
 	Prefix string
 	// Dir is a scratch directory removed by Close.
 	Dir string
+	// Python is the python3 that commands named "python3" run: Debian's
+	// /usr/bin/python3 when there is one, which starts several times faster
+	// than a version manager's shim on PATH.
+	Python string
 
 	mu    sync.Mutex
 	names []string // namespaces, in creation order
@@ -65,7 +69,11 @@ func New() (*Lab, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("netlab: %w", err)
 	}
-	return &Lab{Prefix: prefix, Dir: dir}, nil
+	python := "python3"
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		python = "/usr/bin/python3"
+	}
+	return &Lab{Prefix: prefix, Dir: dir, Python: python}, nil
 }
 
 // NS is one network namespace of a lab.
@@ -126,8 +134,17 @@ func Link(a *NS, ifA string, addrsA []string, b *NS, ifB string, addrsB []string
 	return nil
 }
 
+// program maps the name of a program to run to its path (see Lab.Python).
+func (ns *NS) program(name string) string {
+	if name == "python3" {
+		return ns.lab.Python
+	}
+	return name
+}
+
 // Command returns a command that runs inside ns.
 func (ns *NS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	name = ns.program(name)
 	all := append([]string{"netns", "exec", ns.Name, name}, args...)
 	return exec.CommandContext(ctx, "ip", all...)
 }
@@ -135,6 +152,7 @@ func (ns *NS) Command(ctx context.Context, name string, args ...string) *exec.Cm
 // Run runs a command inside ns, bounded to 60 seconds, and returns its
 // standard output; the error includes standard error.
 func (ns *NS) Run(name string, args ...string) (string, error) {
+	name = ns.program(name)
 	all := append([]string{"netns", "exec", ns.Name, name}, args...)
 	return run(60*time.Second, nil, "ip", all...)
 }
@@ -142,6 +160,7 @@ func (ns *NS) Run(name string, args ...string) (string, error) {
 // Exec runs a command inside ns, bounded to d, with stdin (may be nil),
 // and returns its standard output and standard error.
 func (ns *NS) Exec(d time.Duration, stdin []byte, name string, args ...string) (stdout, stderr string, err error) {
+	name = ns.program(name)
 	all := append([]string{"netns", "exec", ns.Name, name}, args...)
 	return run2(d, stdin, "ip", all...)
 }
@@ -174,6 +193,7 @@ type Proc struct {
 // Start starts a long-running process in ns; Close kills it. Its output is
 // kept in memory.
 func (ns *NS) Start(name string, args ...string) (*Proc, error) {
+	name = ns.program(name)
 	all := append([]string{"netns", "exec", ns.Name, name}, args...)
 	cmd := exec.Command("ip", all...)
 	p := &Proc{Cmd: cmd, Stdout: &syncBuffer{}, Stderr: &syncBuffer{}, done: make(chan struct{})}
