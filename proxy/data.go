@@ -161,6 +161,9 @@ type dataLink struct {
 	cancel         context.CancelCauseFunc
 	timer          *time.Timer // cancels the link if it is not established in time
 
+	// mode is how the client asked: "passive" (PASV/EPSV) or "active"
+	// (PORT/EPRT).
+	mode string
 	// kernel, on the kernel path, is the port whose pinholes let the
 	// kernel forward the connection; the link then copies nothing.
 	kernel *dataPort
@@ -173,14 +176,14 @@ type dataLink struct {
 
 // startLinkLocked starts a dataLink that relays between ce and se. It runs
 // with ss.mu held.
-func (ss *session) startLinkLocked(ce, se dataEnd) *dataLink {
-	return ss.newLinkLocked(func(l *dataLink) { l.client, l.server = ce, se })
+func (ss *session) startLinkLocked(ce, se dataEnd, mode string) *dataLink {
+	return ss.newLinkLocked(func(l *dataLink) { l.client, l.server, l.mode = ce, se, mode })
 }
 
 // startKernelLinkLocked starts a dataLink on the kernel path, for the
 // pinholes of dp. It runs with ss.mu held.
-func (ss *session) startKernelLinkLocked(dp *dataPort) *dataLink {
-	return ss.newLinkLocked(func(l *dataLink) { l.kernel = dp })
+func (ss *session) startKernelLinkLocked(dp *dataPort, mode string) *dataLink {
+	return ss.newLinkLocked(func(l *dataLink) { l.kernel, l.mode = dp, mode })
 }
 
 func (ss *session) newLinkLocked(init func(*dataLink)) *dataLink {
@@ -309,11 +312,11 @@ func (l *dataLink) watchKernel() {
 	ss.mu.Unlock()
 	switch {
 	case connected:
-		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
+		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded")
 		ss.srv.Metrics.dataConnection(KernelPath, "forwarded", 0, 0)
 	case cmd != "":
-		ss.log.Info("transfer", "link", l.id, "path", "kernel", "command", cmd,
+		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "pinhole closed", "cause", context.Cause(l.ctx))
 		ss.srv.Metrics.dataConnection(KernelPath, "expired", 0, 0)
 	default:
@@ -377,7 +380,7 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 			return nil, fmt.Errorf("accepting %s on %s: %w", side, e.ln.ln.Addr(), err)
 		}
 		from := addrPortOf(c.RemoteAddr())
-		if from.Addr() == e.peer {
+		if l.ss.srv.sourceAllowed(from.Addr(), e.peer) {
 			return c, nil
 		}
 		// SECURITY: a data connection from anyone but the expected peer is
@@ -387,6 +390,22 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 		abort(c)
 	}
 	return nil, fmt.Errorf("accepting %s on %s: %d connections from unexpected addresses", side, e.ln.ln.Addr(), maxStrangers)
+}
+
+// sourceAllowed reports whether a data connection from from may stand for
+// the expected peer, under the server's SourceCheck.
+func (s *Server) sourceAllowed(from, peer netip.Addr) bool {
+	switch {
+	case from == peer, s.SourceCheck == SourceCheckOff:
+		return true
+	case s.SourceCheck == SourceCheckTrusted:
+		for _, p := range s.TrustedSources {
+			if p.Contains(from) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // relay copies between the client's and the server's data connections until
@@ -427,7 +446,7 @@ func (l *dataLink) relay(cc, sc *net.TCPConn) {
 	ss.mu.Lock()
 	cmd := l.command
 	ss.mu.Unlock()
-	ss.log.Info("transfer", "link", l.id, "path", "relay", "command", cmd,
+	ss.log.Info("transfer", "link", l.id, "path", "relay", "mode", l.mode, "command", cmd,
 		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
 		"bytes_to_client", toClient, "bytes_to_server", toServer,
 		"seconds", time.Since(start).Seconds(), "outcome", outcome)

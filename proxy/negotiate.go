@@ -19,6 +19,14 @@ type clientSide struct {
 
 func (cs clientSide) extended() bool { return cs.verb == "EPSV" || cs.verb == "EPRT" }
 
+// mode is "passive" or "active", for logs.
+func (cs clientSide) mode() string {
+	if cs.passive {
+		return "passive"
+	}
+	return "active"
+}
+
 // negotiatePassive handles the client's PASV or EPSV.
 func (ss *session) negotiatePassive(cmd ftp.Command) error {
 	if cmd.Verb == "PASV" && !ss.clientAdvertise().Is4() {
@@ -258,7 +266,7 @@ func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code
 		if err != nil {
 			return ss.failNegotiationLocked("opening a data port for the client", err)
 		}
-		ss.adoptLinkLocked(ss.startKernelLinkLocked(cp))
+		ss.adoptLinkLocked(ss.startKernelLinkLocked(cp, cs.mode()))
 		return ss.passiveReply(cs, cp.port)
 	}
 	return ss.completeLinkLocked(cs, target, dataEnd{dialTo: target, from: ss.serverLocal.Addr()})
@@ -274,7 +282,7 @@ func (ss *session) onActiveReply(cs clientSide, sp *dataPort, reply []byte, code
 		return reply
 	}
 	if ss.srv.DataPath == KernelPath {
-		ss.adoptLinkLocked(ss.startKernelLinkLocked(sp))
+		ss.adoptLinkLocked(ss.startKernelLinkLocked(sp, cs.mode()))
 		return ftp.AppendReply(nil, 200, cs.verb+" command successful.")
 	}
 	return ss.completeLinkLocked(cs, netip.AddrPort{}, dataEnd{ln: sp, peer: ss.serverPeer.Addr()})
@@ -300,7 +308,7 @@ func (ss *session) completeLinkLocked(cs clientSide, target netip.AddrPort, se d
 		ce = dataEnd{dialTo: cs.target, from: ss.clientLocal.Addr()}
 		reply = ftp.AppendReply(nil, 200, cs.verb+" command successful.")
 	}
-	l := ss.startLinkLocked(ce, se)
+	l := ss.startLinkLocked(ce, se, cs.mode())
 	ss.adoptLinkLocked(l)
 	ss.log.Debug("data connection negotiated", "link", l.id, "client_end", ce.String(), "server_end", se.String())
 	return reply
@@ -324,6 +332,10 @@ func (ss *session) adoptLinkLocked(l *dataLink) {
 
 // passiveReply is the 227 or 229 reply that announces port to the client.
 func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
+	if r := ss.srv.AdvertisePorts; r.Len() > 0 {
+		// The load balancer in front maps r port for port to ClientPorts.
+		port = r.First + (port - ss.srv.ClientPorts.Range().First)
+	}
 	if cs.verb == "PASV" {
 		ss.srv.Metrics.rewrite("227")
 		return append([]byte(nat.Format227(netip.AddrPortFrom(ss.clientAdvertise(), port))), '\r', '\n')

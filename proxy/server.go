@@ -64,6 +64,19 @@ const (
 	closeGrace = 5 * time.Second
 )
 
+// SourceCheck is the policy for the source address of data connections.
+type SourceCheck int
+
+const (
+	// SourceCheckStrict accepts a data connection only from the control
+	// peer's address (the default).
+	SourceCheckStrict SourceCheck = iota
+	// SourceCheckTrusted also accepts one from TrustedSources.
+	SourceCheckTrusted
+	// SourceCheckOff accepts one from anywhere: the pinholes alone guard.
+	SourceCheckOff
+)
+
 // ServerCommands says which data commands ftpgate sends the server.
 type ServerCommands int
 
@@ -157,6 +170,19 @@ type Server struct {
 	// ClientPorts are the ports ftpgate listens on for clients' data
 	// connections (passive mode towards the client). Required.
 	ClientPorts *nat.PortPool
+
+	// AdvertisePorts, if valid, are the ports written in 227/229 replies
+	// instead of ClientPorts, port for port (a load balancer or a
+	// Kubernetes NodePort that remaps them). Same length as ClientPorts.
+	AdvertisePorts nat.PortRange
+
+	// SourceCheck says which sources ftpgate accepts a data connection
+	// from (DESIGN.md section 5, item 1).
+	SourceCheck SourceCheck
+
+	// TrustedSources are accepted as the source of data connections with
+	// SourceCheckTrusted (load balancers that change the source).
+	TrustedSources []netip.Prefix
 
 	// ServerAddress is written in PORT/EPRT commands to the server. If zero,
 	// the local address of the upstream control connection is used.

@@ -360,6 +360,24 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	if lc.Data.Path == config.PathKernel {
 		srv.DataPath = proxy.KernelPath
 	}
+	if lc.Data.AdvertisePorts != "" {
+		if srv.AdvertisePorts, err = nat.ParsePortRange(lc.Data.AdvertisePorts); err != nil {
+			return nil, fmt.Errorf("listener %s: advertise_ports: %w", lc.Name, err)
+		}
+	}
+	switch lc.Data.SourceCheck {
+	case "trusted":
+		srv.SourceCheck = proxy.SourceCheckTrusted
+		for _, c := range lc.TrustedProxies {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				srv.TrustedSources = append(srv.TrustedSources, p.Masked())
+			}
+		}
+	case "off":
+		srv.SourceCheck = proxy.SourceCheckOff
+		log.Warn("data.source_check is off: data connections are accepted from any source; only the firewall pinholes guard them",
+			"listener", lc.Name)
+	}
 	switch lc.Data.ServerCommands {
 	case "classic":
 		srv.ServerCommands = proxy.ClassicCommands

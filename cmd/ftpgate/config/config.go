@@ -236,6 +236,15 @@ type Data struct {
 	// accepts data connections from clients (the ports written in 227 and
 	// 229 replies). Default "40000-40999"; ports below 1024 are refused.
 	ClientPorts string `yaml:"client_ports"`
+	// AdvertisePorts, if set, are the ports written in 227/229 replies in
+	// place of ClientPorts, port for port (a load balancer or NodePort that
+	// remaps them); same length as ClientPorts.
+	AdvertisePorts string `yaml:"advertise_ports"`
+	// SourceCheck is which sources a data connection is accepted from:
+	// "strict" (default: the control peer's address), "trusted" (also the
+	// listener's trusted_proxies: load balancers that change the source),
+	// or "off" (the pinholes alone guard; warned about at start).
+	SourceCheck string `yaml:"source_check"`
 	// ServerAddress is the IP address written in PORT and EPRT commands to
 	// the server. If empty, the local address of the connection to the
 	// server is used.
@@ -353,6 +362,7 @@ func (l *Listener) applyDefaults() {
 	setDefault(&l.Data.Path, DefaultPath)
 	setDefault(&l.Data.ServerMode, DefaultServerMode)
 	setDefault(&l.Data.ServerCommands, "auto")
+	setDefault(&l.Data.SourceCheck, "strict")
 	setDefault(&l.Data.ClientPorts, DefaultClientPorts)
 	setDefault(&l.Data.ServerPorts, DefaultServerPorts)
 }

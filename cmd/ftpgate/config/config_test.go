@@ -26,6 +26,7 @@ func TestLoadGood(t *testing.T) {
 					Path:           "relay",
 					ServerMode:     "same",
 					ServerCommands: "auto",
+					SourceCheck:    "strict",
 					ClientAddress:  "198.19.0.1",
 					ClientPorts:    "40000-40999",
 					ServerAddress:  "198.18.1.1",
@@ -41,6 +42,7 @@ func TestLoadGood(t *testing.T) {
 					Path:           "relay",
 					ServerMode:     "passive",
 					ServerCommands: "auto",
+					SourceCheck:    "strict",
 					ClientPorts:    "41000-41999",
 					ServerPorts:    "50000-50999",
 				},
@@ -54,6 +56,7 @@ func TestLoadGood(t *testing.T) {
 					Path:           "relay",
 					ServerMode:     "active",
 					ServerCommands: "auto",
+					SourceCheck:    "strict",
 					ClientPorts:    "42000-42999",
 					ServerAddress:  "2001:db8:1::1",
 					ServerPorts:    "52000-52999",
@@ -69,6 +72,7 @@ func TestLoadGood(t *testing.T) {
 					Path:           "kernel",
 					ServerMode:     "same",
 					ServerCommands: "auto",
+					SourceCheck:    "strict",
 					ClientPorts:    "43000-43999",
 					ServerPorts:    "53000-53999",
 				},
@@ -131,6 +135,7 @@ func TestParseDefaults(t *testing.T) {
 					Path:           "relay",
 					ServerMode:     "same",
 					ServerCommands: "auto",
+					SourceCheck:    "strict",
 					ClientPorts:    "40000-40999",
 					ServerPorts:    "50000-50999",
 				},
@@ -185,6 +190,8 @@ func TestLoadBad(t *testing.T) {
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
 		{"bad-proxy-protocol.yaml", `listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
+		{"bad-advertise-ports.yaml", `listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
+		{"bad-source-check.yaml", `listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},
 		{"bad-server-commands.yaml", `listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
 		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs firewall.backend "iptables": its data connections cross only through pinholes`},
 		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
@@ -301,6 +308,7 @@ func TestValidateRequiresDefaults(t *testing.T) {
 listeners[0] (a): data.path: required
 listeners[0] (a): data.server_mode: required
 listeners[0] (a): data.server_commands: required
+listeners[0] (a): data.source_check: required
 listeners[0] (a): data.client_ports: required
 listeners[0] (a): data.server_ports: required`
 	if err == nil || err.Error() != want {

@@ -130,8 +130,8 @@ func (l *Listener) validate() []error {
 	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
 		add("trusted_proxies", errors.New("required with proxy_protocol: the load balancers whose headers to believe"))
 	}
-	if !l.ProxyProtocol && len(l.TrustedProxies) > 0 {
-		add("trusted_proxies", errors.New("only with proxy_protocol: true"))
+	if !l.ProxyProtocol && l.Data.SourceCheck != "trusted" && len(l.TrustedProxies) > 0 {
+		add("trusted_proxies", errors.New("only with proxy_protocol: true or data.source_check: trusted"))
 	}
 	for i, c := range l.TrustedProxies {
 		if _, err := netip.ParsePrefix(c); err != nil {
@@ -173,6 +173,28 @@ func (l *Listener) validate() []error {
 		}
 	default:
 		add("data.server_commands", fmt.Errorf("unknown value %q; use \"auto\", \"classic\" or \"extended\"", d.ServerCommands))
+	}
+
+	switch d.SourceCheck {
+	case "":
+		add("data.source_check", errors.New("required"))
+	case "strict", "off":
+	case "trusted":
+		if len(l.TrustedProxies) == 0 {
+			add("data.source_check", errors.New(`"trusted" needs trusted_proxies: the sources to accept`))
+		}
+	default:
+		add("data.source_check", fmt.Errorf("unknown value %q; use \"strict\", \"trusted\" or \"off\"", d.SourceCheck))
+	}
+	if d.AdvertisePorts != "" {
+		a, aerr := nat.ParsePortRange(d.AdvertisePorts)
+		c, cerr := nat.ParsePortRange(d.ClientPorts)
+		switch {
+		case aerr != nil:
+			add("data.advertise_ports", aerr)
+		case cerr == nil && a.Len() != c.Len():
+			add("data.advertise_ports", fmt.Errorf("%s has %d ports, client_ports %s has %d: they map port for port", a, a.Len(), c, c.Len()))
+		}
 	}
 
 	if d.ClientAddress != "" {
