@@ -136,7 +136,14 @@ type Server struct {
 	// (relay) or DNAT (kernel) pinholes.
 	OriginalDestination func(net.Conn) (netip.AddrPort, error)
 
-	// AllowDestinations limits where a transparent session may connect
+	// Forward makes the listener an explicit proxy: the client logs in as
+	// "USER name@host[:port]", and the session connects to host (a name is
+	// resolved within DataTimeout), within AllowDestinations, and logs in
+	// there as name. Upstream is then empty.
+	Forward bool
+
+	// AllowDestinations limits where a transparent or forward session may
+	// connect
 	// (see nat.CheckDestination). The gateway's own addresses are never
 	// dialled.
 	AllowDestinations []netip.Prefix

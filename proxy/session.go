@@ -53,6 +53,7 @@ type session struct {
 	// too).
 	clientDst               netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
+	lr                      *ftp.LineReader // the client's commands; read by run, then by pumpCommands
 	// origDst is where a transparent session's client was going.
 	origDst netip.AddrPort
 	// refused is set when the session was refused by policy.
@@ -166,7 +167,17 @@ func (ss *session) serve(parent context.Context) {
 
 func (ss *session) run() error {
 	ctx := ss.ctx
+	ss.lr = ftp.NewLineReader(ss.client, ss.srv.maxLineBytes())
 	target := ss.srv.Upstream
+	var forwardUser string
+	if ss.srv.Forward {
+		dst, user, err := ss.forwardLogin()
+		if err != nil {
+			return err
+		}
+		target, forwardUser = dst.String(), user
+		ss.log = ss.log.With("destination", target)
+	}
 	if ss.srv.transparent() {
 		dst, err := ss.destination()
 		if err != nil {
@@ -189,7 +200,22 @@ func (ss *session) run() error {
 	ss.server = up
 	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
 	ss.log = ss.log.With("server", ss.serverPeer.String())
-	ss.replies = append(ss.replies, expectation{verb: "(greeting)"})
+	if forwardUser != "" {
+		// The client had ftpgate's greeting: the server's is swallowed (but
+		// a refusal passes), then the client's USER goes on, without the
+		// destination.
+		ss.replies = append(ss.replies, expectation{verb: "(greeting)", intercept: func(reply []byte, code int) []byte {
+			if code == 220 {
+				return nil
+			}
+			return reply
+		}})
+		if err := ss.forward(ftp.AppendCommand(nil, "USER", forwardUser), expectation{verb: "USER"}); err != nil {
+			return err
+		}
+	} else {
+		ss.replies = append(ss.replies, expectation{verb: "(greeting)"})
+	}
 
 	stop := context.AfterFunc(ctx, func() {
 		if errors.Is(context.Cause(ctx), ErrShutdown) && ss.mu.TryLock() {
@@ -255,7 +281,7 @@ func (ss *session) pumpReplies(errc chan<- error) {
 
 func (ss *session) readCommands() error {
 	idle := ss.srv.idleTimeout()
-	lr := ftp.NewLineReader(ss.client, ss.srv.maxLineBytes())
+	lr := ss.lr
 	for {
 		ss.client.SetReadDeadline(time.Now().Add(idle))
 		line, err := lr.ReadLine()

@@ -257,8 +257,11 @@ func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
 	}
 	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, ln: ln}
 	to := lc.Upstream
-	if lc.Mode == config.ModeTransparent {
+	switch lc.Mode {
+	case config.ModeTransparent:
 		to = "original destination (" + lc.Intercept + ")"
+	case config.ModeForward:
+		to = "USER name@host"
 	}
 	sup.log.Info("listening", "listener", lc.Name, "listen", ln.Addr().String(), "to", to,
 		"data_path", lc.Data.Path, "server_mode", lc.Data.ServerMode)
@@ -384,7 +387,8 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	case "extended":
 		srv.ServerCommands = proxy.ExtendedCommands
 	}
-	if lc.Mode == config.ModeTransparent {
+	if lc.Mode == config.ModeTransparent || lc.Mode == config.ModeForward {
+		srv.Forward = lc.Mode == config.ModeForward
 		for _, c := range lc.AllowDestinations {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {
@@ -392,9 +396,11 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 			}
 			srv.AllowDestinations = append(srv.AllowDestinations, p.Masked())
 		}
-		srv.OriginalDestination = redirectedDestination
-		if lc.Intercept == config.InterceptTPROXY {
-			srv.OriginalDestination = tproxyDestination
+		if lc.Mode == config.ModeTransparent {
+			srv.OriginalDestination = redirectedDestination
+			if lc.Intercept == config.InterceptTPROXY {
+				srv.OriginalDestination = tproxyDestination
+			}
 		}
 	}
 	return srv, nil

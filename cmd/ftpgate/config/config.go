@@ -28,8 +28,8 @@ const (
 	// proxy (REDIRECT or TPROXY), relaying each to its original
 	// destination, within AllowDestinations.
 	ModeTransparent = "transparent"
-	// ModeForward (planned, not supported yet) will let the client name the
-	// server, as in "USER user@host".
+	// ModeForward is an explicit proxy: the client names the server, as in
+	// "USER user@host[:port]", within AllowDestinations.
 	ModeForward = "forward"
 )
 
@@ -385,8 +385,11 @@ func (c *Config) Summary() string {
 	}
 	for _, l := range c.Listeners {
 		to := l.Upstream
-		if l.Mode == ModeTransparent {
+		switch l.Mode {
+		case ModeTransparent:
 			to = "original destination (" + l.Intercept + ")"
+		case ModeForward:
+			to = "USER name@host"
 		}
 		fmt.Fprintf(&b, "%s %s -> %s (%s, server_mode %s); ",
 			l.Name, l.Listen, to, l.Data.Path, l.Data.ServerMode)

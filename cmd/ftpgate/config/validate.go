@@ -102,7 +102,7 @@ func (l *Listener) validate() []error {
 			add("upstream", err)
 		}
 		if len(l.AllowDestinations) > 0 {
-			add("allow_destinations", errors.New("only for transparent mode; a reverse listener connects to its upstream"))
+			add("allow_destinations", errors.New("only for transparent and forward modes; a reverse listener connects to its upstream"))
 		}
 		if l.Intercept != "" {
 			add("intercept", errors.New("only for transparent mode"))
@@ -122,9 +122,19 @@ func (l *Listener) validate() []error {
 			add("intercept", fmt.Errorf("unknown value %q; use %q or %q", l.Intercept, InterceptRedirect, InterceptTPROXY))
 		}
 	case ModeForward:
-		add("mode", fmt.Errorf("%q is not supported yet; use %q or %q", l.Mode, ModeReverse, ModeTransparent))
+		if l.Upstream != "" {
+			add("upstream", errors.New("not allowed in forward mode: the client names the server in USER name@host"))
+		}
+		for i, c := range l.AllowDestinations {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				add(fmt.Sprintf("allow_destinations[%d]", i), fmt.Errorf("invalid CIDR %q", c))
+			}
+		}
+		if l.Intercept != "" {
+			add("intercept", errors.New("only for transparent mode"))
+		}
 	default:
-		add("mode", fmt.Errorf("unknown value %q; use %q or %q", l.Mode, ModeReverse, ModeTransparent))
+		add("mode", fmt.Errorf("unknown value %q; use %q, %q or %q", l.Mode, ModeReverse, ModeTransparent, ModeForward))
 	}
 
 	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
