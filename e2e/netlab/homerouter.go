@@ -67,6 +67,10 @@ type Network struct {
 	FTPRoot string
 	// BigSHA256 is the hash of BigFile.
 	BigSHA256 string
+	// FtpgateNS is where StartFtpgate runs ftpgate: the gateway, or in
+	// the sidecar network the pod.
+	FtpgateNS *NS
+
 	// IPTables is the gateway's iptables binary: "iptables" (Debian's
 	// default, the nf_tables variant) or "iptables-legacy".
 	IPTables string
@@ -487,12 +491,16 @@ func (h *Network) StartFtpgate(binary, config string, ports ...int) (*Proc, erro
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := h.Gateway.Start(binary, "run", "--config", path)
+	ns := h.FtpgateNS
+	if ns == nil {
+		ns = h.Gateway
+	}
+	p, err := ns.Start(binary, "run", "--config", path)
 	if err != nil {
 		return nil, err
 	}
 	for _, port := range ports {
-		if err := h.WaitListening(h.Gateway, fmt.Sprintf("%s:%d", h.ListenIP, port), 10*time.Second); err != nil {
+		if err := h.WaitListening(ns, fmt.Sprintf("%s:%d", h.ListenIP, port), 10*time.Second); err != nil {
 			p.Signal(syscall.SIGKILL, time.Second)
 			return nil, fmt.Errorf("ftpgate did not start: %w: %s", err, p.Stderr.String())
 		}
