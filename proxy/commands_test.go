@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestServerCommands: which data command the server receives for each
@@ -39,5 +40,25 @@ func TestServerCommands(t *testing.T) {
 				t.Errorf("the server received %v, want %s", verbs, tc.server)
 			}
 		})
+	}
+}
+
+// TestREIN: REIN forgets the negotiated data connection (its port goes back
+// to the pool); a transfer command after it gets ftpgate's own 425.
+func TestREIN(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial()
+	c.login()
+	c.negotiate("PASV")
+	c.send("REIN")
+	c.reply() // the fake server's answer to REIN, whatever it is
+	if !eventually(2*time.Second, h.portsFree) {
+		t.Error("the port of the forgotten PASV is still taken")
+	}
+	c.cmd("RETR f", 425)
+	c.quit()
+	h.sessionsEnded()
+	if slices.Contains(h.verbs(), "RETR") {
+		t.Error("the server received the RETR")
 	}
 }
