@@ -10,9 +10,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 60s
 FUZZ     := nat:FuzzParsePORT nat:FuzzParseEPRT nat:FuzzParse227 nat:FuzzParse229 nat:FuzzParsePortRange \
+            nat:FuzzParseLPRT nat:FuzzParse228 \
             proxy/ftp:FuzzParseCommand proxy/ftp:FuzzReplyReader
 
-.PHONY: all build deps lint unit integration e2e test demo fuzz bench-pinholes check-config clean
+.PHONY: all build deps lint unit integration e2e test demo fuzz bench-pinholes bench check-config clean
 
 all: build
 
@@ -62,6 +63,13 @@ fuzz:
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 	  $(GO) test -run=NONE -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) ./$$pkg/ || exit 1; done
+
+# Throughput (1 GiB RETR/STOR, passive and active), session rate and
+# ftpgate's CPU per GiB for direct, the kernel's FTP helper, the kernel and
+# the relay path, in network namespaces (needs root): prints one table and
+# writes it to docs/benchmarks.md.
+bench: deps build
+	$(GO) run ./e2e/bench -ftpgate $(BIN)
 
 check-config: build
 	$(BIN) check --config deploy/config.example.yaml
