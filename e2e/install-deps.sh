@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # wget and tnftp (a classic interactive ftp client) are clients of the
 # interoperability matrix (e2e/interop_test.go).
-packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp)
+packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
 # ftp-server), so they are not installed: each is fetched with
