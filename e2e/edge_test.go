@@ -198,7 +198,7 @@ func TestKernelPathCopiesNothing(t *testing.T) {
 	if relaySockets != 4 {
 		t.Errorf("relay path: ftpgate held %d connections during the transfer, want 4 (control and data, both sides)", relaySockets)
 	}
-	if !strings.Contains(gw.Stderr.String(), `path=kernel command="RETR 1g.bin"`) {
+	if !strings.Contains(gw.Stderr.String(), `path=kernel mode=passive command="RETR 1g.bin"`) {
 		t.Error("no kernel-path transfer line for the RETR")
 	}
 }
