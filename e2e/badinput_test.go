@@ -249,9 +249,12 @@ func TestPeerVanishes(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		// Killed after 2 s of a download paced by the client.
-		argv := []string{"curl", "-sS", "--limit-rate", "100K", "-o", local,
-			fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, netlab.BigFile)}
+		// Killed after 2 s of a download paced by the client, of a file
+		// much larger than the socket buffers between them: ftpgate is
+		// still relaying when the client goes.
+		big := sparseFile(t, "pub/vanish-256m.bin", 256<<20)
+		argv := []string{"curl", "-sS", "--limit-rate", "1M", "-o", "/dev/null",
+			fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, big)}
 		_, _, err := net4.Client.Exec(2*time.Second, nil, argv[0], argv[1:]...)
 		if err == nil || time.Since(start) > 10*time.Second {
 			t.Fatalf("the slow transfer was not cut off: %v", err)
@@ -283,6 +286,24 @@ func TestPeerVanishes(t *testing.T) {
 		t.Errorf("transfer after the peers vanished: %v", cell.Err)
 	}
 	assertNoLeftovers(t, gw, baseline)
+}
+
+// sparseFile makes a sparse file of size bytes on the FTP server, removed
+// when the test ends, and returns its path relative to the FTP root.
+func sparseFile(t *testing.T, rel string, size int64) string {
+	t.Helper()
+	path := filepath.Join(net4.FTPRoot, rel)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	t.Cleanup(func() { os.Remove(path) })
+	return rel
 }
 
 // slowClient is curl in passive mode limited to 500 kB/s: a 10 MiB transfer
