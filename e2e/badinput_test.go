@@ -306,6 +306,26 @@ func sparseFile(t *testing.T, rel string, size int64) string {
 	return rel
 }
 
+// slowBigRetr starts curl retrieving a 256 MiB sparse file rel through
+// ftpgate's spare listener at 64 MB/s: about 4 s, far more than the socket
+// buffers between them hold, so ftpgate is relaying throughout. The channel
+// receives the outcome (the byte count checked).
+func slowBigRetr(t *testing.T, rel string) <-chan error {
+	t.Helper()
+	big := sparseFile(t, rel, 256<<20)
+	done := make(chan error, 1)
+	go func() {
+		url := fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, big)
+		out, errOut, err := net4.Client.Exec(time.Minute, nil, "curl", "-sS", "--limit-rate", "64M",
+			"-o", "/dev/null", "-w", "%{size_download}", url)
+		if err == nil && strings.TrimSpace(out) != strconv.Itoa(256<<20) {
+			err = fmt.Errorf("got %q bytes: %s", out, errOut)
+		}
+		done <- err
+	}()
+	return done
+}
+
 // slowClient is curl in passive mode limited to 500 kB/s: a 10 MiB transfer
 // takes about twenty seconds.
 func slowClient() netlab.Client {

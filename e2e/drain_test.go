@@ -3,14 +3,10 @@
 package e2e
 
 import (
-	"fmt"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
 // TestDrain: SIGTERM during a transfer lets it finish (drain_timeout is 30 s
@@ -19,17 +15,7 @@ func TestDrain(t *testing.T) {
 	gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
 	// 256 MiB read by the client at 64 MB/s, about 4 s: far more than the
 	// socket buffers hold, so ftpgate is relaying when SIGTERM comes.
-	big := sparseFile(t, "pub/drain-256m.bin", 256<<20)
-	done := make(chan error, 1)
-	go func() {
-		url := fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, big)
-		out, errOut, err := net4.Client.Exec(time.Minute, nil, "curl", "-sS", "--limit-rate", "64M",
-			"-o", "/dev/null", "-w", "%{size_download}", url)
-		if err == nil && strings.TrimSpace(out) != strconv.Itoa(256<<20) {
-			err = fmt.Errorf("got %q bytes: %s", out, errOut)
-		}
-		done <- err
-	}()
+	done := slowBigRetr(t, "pub/drain-256m.bin")
 	waitLog(t, gw, "msg=\"session started\"", 1)
 	time.Sleep(time.Second)
 	start := time.Now()

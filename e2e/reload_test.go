@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,17 +20,7 @@ func TestReload(t *testing.T) {
 	path := gw.Cmd.Args[len(gw.Cmd.Args)-1] // the --config file
 	// 256 MiB read at 64 MB/s, about 4 s: the transfer runs across the
 	// reload.
-	big := sparseFile(t, "pub/reload-256m.bin", 256<<20)
-	done := make(chan error, 1)
-	go func() {
-		url := fmt.Sprintf("ftp://%s:%d/%s", netlab.GatewayOut, portSpare, big)
-		out, errOut, err := net4.Client.Exec(time.Minute, nil, "curl", "-sS", "--limit-rate", "64M",
-			"-o", "/dev/null", "-w", "%{size_download}", url)
-		if err == nil && strings.TrimSpace(out) != strconv.Itoa(256<<20) {
-			err = fmt.Errorf("got %q bytes: %s", out, errOut)
-		}
-		done <- err
-	}()
+	done := slowBigRetr(t, "pub/reload-256m.bin")
 	waitLog(t, gw, `msg="session started"`, 1)
 	time.Sleep(500 * time.Millisecond)
 

@@ -22,24 +22,7 @@ import (
 )
 
 const config = `
-listeners:
-  - name: same
-    listen: 198.19.0.1:21
-    upstream: 198.18.1.2:21
-    data: {server_mode: same, client_ports: 40000-40099, server_ports: 50000-50099}
-  - name: passive
-    listen: 198.19.0.1:2121
-    upstream: 198.18.1.2:21
-    data: {server_mode: passive, client_ports: 40100-40199, server_ports: 50100-50199}
-  - name: active
-    listen: 198.19.0.1:2122
-    upstream: 198.18.1.2:21
-    data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
-  - name: kernel
-    listen: 198.19.0.1:2124
-    upstream: 198.18.1.2:21
-    data: {path: kernel, client_ports: 40400-40499, server_ports: 50400-50499}
-limits: {idle_timeout: 2m, data_timeout: 10s}
+listeners:` + netlab.HomeRouterListeners + `limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: info, format: text}
 firewall: {backend: iptables, pinhole_ttl: 10s}
 `

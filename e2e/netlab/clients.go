@@ -146,6 +146,15 @@ type Cell struct {
 // server with the sent file's SHA-256, and the client's protocol log shows
 // the data command it was meant to use.
 func (h *Network) Do(c Client, host string, port int, op Op) Cell {
+	return h.do(c, host, port, op, nil)
+}
+
+// stdinFunc builds what a client program reads on standard input (the
+// classic interactive client is driven this way).
+type stdinFunc func(h *Network, host string, port int, op Op, remote, local string) []byte
+
+// do is Do, with the client's standard input from stdin when it is not nil.
+func (h *Network) do(c Client, host string, port int, op Op, stdin stdinFunc) Cell {
 	cell := Cell{Client: c.Name, Op: op}
 	n := h.cellSeq.Add(1)
 	name := fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", "+", "-").Replace(strings.ToLower(c.Name)), n)
@@ -176,8 +185,12 @@ func (h *Network) Do(c Client, host string, port int, op Op) Cell {
 	}
 	argv := c.argv(h, host, port, op, remote, local)
 	argv = append(append([]string{argv[0]}, c.Args...), argv[1:]...)
+	var in []byte
+	if stdin != nil {
+		in = stdin(h, host, port, op, remote, local)
+	}
 	start := time.Now()
-	stdout, stderr, err := h.Client.Exec(90*time.Second, nil, argv[0], argv[1:]...)
+	stdout, stderr, err := h.Client.Exec(90*time.Second, in, argv[0], argv[1:]...)
 	cell.Elapsed = time.Since(start)
 	cell.Log = stdout + stderr
 	if err != nil {

@@ -90,6 +90,28 @@ type Network struct {
 //	thief  198.19.1.2 --- 198.19.1.1 gateway
 type HomeRouter = Network
 
+// HomeRouterListeners are ftpgate's IPv4 listeners on the home router (the
+// items of a "listeners:" list): one per server_mode on the relay path
+// (ports 21, 2121, 2122) and the kernel path (2124).
+const HomeRouterListeners = `
+  - name: same
+    listen: 198.19.0.1:21
+    upstream: 198.18.1.2:21
+    data: {server_mode: same, client_ports: 40000-40099, server_ports: 50000-50099}
+  - name: passive
+    listen: 198.19.0.1:2121
+    upstream: 198.18.1.2:21
+    data: {server_mode: passive, client_ports: 40100-40199, server_ports: 50100-50199}
+  - name: active
+    listen: 198.19.0.1:2122
+    upstream: 198.18.1.2:21
+    data: {server_mode: active, client_ports: 40200-40299, server_ports: 50200-50299}
+  - name: kernel
+    listen: 198.19.0.1:2124
+    upstream: 198.18.1.2:21
+    data: {path: kernel, client_ports: 40400-40499, server_ports: 50400-50499}
+`
+
 // GatewayFirewall is the router's base rule set: policy DROP, ESTABLISHED
 // accepted, the control ports (%[2]s) accepted, nothing else. Data
 // connections get through only by ftpgate's pinholes. %[1]s is the iptables

@@ -27,7 +27,7 @@ type InteropClient struct {
 	// stdin, when set, returns the commands fed to the program on its
 	// standard input (an interactive client); argv then gives the command
 	// line.
-	stdin func(h *Network, host string, port int, op Op, remote, local string) []byte
+	stdin stdinFunc
 	// cannot returns why the program itself cannot do op, or "".
 	cannot func(op Op) string
 }
@@ -133,46 +133,7 @@ func (h *Network) DoInterop(c InteropClient, host string, port int, op Op) Cell 
 	if why := c.NotApplicable(op); why != "" {
 		return Cell{Client: c.Name, Op: op, Err: fmt.Errorf("%s: not applicable: %s", c.Name, why)}
 	}
-	if c.stdin == nil {
-		return h.Do(c.Client, host, port, op)
-	}
-	cell := Cell{Client: c.Name, Op: op}
-	n := h.cellSeq.Add(1)
-	name := fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", "+", "-").Replace(strings.ToLower(c.Name)), n)
-	local := filepath.Join(h.Dir, "client", name)
-	if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
-		cell.Err = err
-		return cell
-	}
-	remote, upload := BigFile, ""
-	switch op {
-	case OpList:
-		remote = "pub/"
-	case OpStor:
-		sum, err := h.uploadSource()
-		if err != nil {
-			cell.Err = err
-			return cell
-		}
-		remote, upload = "upload/"+name, sum
-		local = filepath.Join(h.Dir, "upload-source.bin")
-	case OpResume:
-		if err := copyPrefix(filepath.Join(h.FTPRoot, BigFile), local, resumeOffset); err != nil {
-			cell.Err = err
-			return cell
-		}
-	}
-	argv := c.argv(h, host, port, op, remote, local)
-	start := time.Now()
-	stdout, stderr, err := h.Client.Exec(90*time.Second, c.stdin(h, host, port, op, remote, local), argv[0], argv[1:]...)
-	cell.Elapsed = time.Since(start)
-	cell.Log = stdout + stderr
-	if err != nil {
-		cell.Err = fmt.Errorf("%s: %w", c.Name, err)
-		return cell
-	}
-	cell.Err = h.check(c.Client, host, op, cell.Log, local, remote, upload)
-	return cell
+	return h.do(c.Client, host, port, op, c.stdin)
 }
 
 // PackageVersion returns the installed version of a Debian package, or
