@@ -471,47 +471,60 @@ func echo(c net.Conn, msg string) error {
 // pinhole admits exactly the connection it names.
 func TestIntegrationConnection(t *testing.T) {
 	forEachVariant(t, func(t *testing.T, v variant) {
-		for _, bin := range []string{v.v4, v.v6} {
-			run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
-			run(t, bin, "-P", "INPUT", "DROP")
-		}
+		statefulInput(t, v)
 		ipt := newBackend(t, v, IPTablesConfig{}, false)
 		start(t, ipt, t.Context())
-		for _, fam := range []struct {
-			name            string
-			gw, peer, thief netip.Addr
-		}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}} {
-			t.Run(fam.name, func(t *testing.T) {
-				dst := echoServer(t, fam.gw)
-				other := echoServer(t, fam.gw)
-				wantDropped(t, fam.peer, dst, "no pinhole")
-
-				closeFn, err := ipt.Open(t.Context(), Pinhole{Session: 1, Seq: 1, From: fam.peer, To: dst})
-				if err != nil {
-					t.Fatal(err)
-				}
-				c, err := dial(fam.peer, dst)
-				if err != nil {
-					t.Fatalf("%s -> %s through the pinhole: %v", fam.peer, dst, err)
-				}
-				defer c.Close()
-				if err := echo(c, "through the pinhole"); err != nil {
-					t.Fatal(err)
-				}
-				wantDropped(t, fam.thief, dst, "pinhole is for another source")
-				wantDropped(t, fam.peer, other, "pinhole is for another port")
-
-				if err := closeFn(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-				// conntrack carries the established flow; new ones are dropped again.
-				if err := echo(c, "after close"); err != nil {
-					t.Errorf("established connection after the pinhole closed: %v", err)
-				}
-				wantDropped(t, fam.peer, dst, "pinhole closed")
-			})
-		}
+		testConnection(t, ipt)
 	})
+}
+
+// statefulInput makes INPUT drop what it does not know, ESTABLISHED and
+// RELATED accepted, for both families of v.
+func statefulInput(t *testing.T, v variant) {
+	for _, bin := range []string{v.v4, v.v6} {
+		run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		run(t, bin, "-P", "INPUT", "DROP")
+	}
+}
+
+// testConnection shows, behind statefulInput, that an AcceptLocal pinhole
+// of ph admits exactly the connection it names, and nothing after it
+// closed.
+func testConnection(t *testing.T, ph Pinholer) {
+	for _, fam := range []struct {
+		name            string
+		gw, peer, thief netip.Addr
+	}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}} {
+		t.Run(fam.name, func(t *testing.T) {
+			dst := echoServer(t, fam.gw)
+			other := echoServer(t, fam.gw)
+			wantDropped(t, fam.peer, dst, "no pinhole")
+
+			closeFn, err := ph.Open(t.Context(), Pinhole{Session: 1, Seq: 1, From: fam.peer, To: dst})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := dial(fam.peer, dst)
+			if err != nil {
+				t.Fatalf("%s -> %s through the pinhole: %v", fam.peer, dst, err)
+			}
+			defer c.Close()
+			if err := echo(c, "through the pinhole"); err != nil {
+				t.Fatal(err)
+			}
+			wantDropped(t, fam.thief, dst, "pinhole is for another source")
+			wantDropped(t, fam.peer, other, "pinhole is for another port")
+
+			if err := closeFn(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			// conntrack carries the established flow; new ones are dropped again.
+			if err := echo(c, "after close"); err != nil {
+				t.Errorf("established connection after the pinhole closed: %v", err)
+			}
+			wantDropped(t, fam.peer, dst, "pinhole closed")
+		})
+	}
 }
 
 func TestIntegrationReaper(t *testing.T) {

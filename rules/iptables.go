@@ -135,6 +135,7 @@ func (c IPTablesConfig) withDefaults() (IPTablesConfig, error) {
 type IPTables struct {
 	log     *slog.Logger
 	m       *metrics
+	prefix  string // the chain prefix, which also names the netlink backend's sets and table
 	chains  chains
 	ttl     time.Duration
 	v4      *family
@@ -214,6 +215,7 @@ func newIPTables(cfg IPTablesConfig, v4, v6 *family, v6err error) (*IPTables, er
 	return &IPTables{
 		log:     cfg.Logger,
 		m:       m,
+		prefix:  cfg.ChainPrefix,
 		chains:  newChains(cfg.ChainPrefix),
 		ttl:     cfg.DefaultTTL,
 		v4:      v4,
