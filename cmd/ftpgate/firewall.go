@@ -17,11 +17,13 @@ import (
 )
 
 // firewall is the configured pinhole backend and its lifetime: start
-// creates ftpgate's chains (flushing what a crashed run left), stop removes
-// them.
+// creates ftpgate's chains (flushing what a crashed run left) and, for the
+// netlink backend, its sets and tables; stop removes them.
 type firewall struct {
-	pinholes rules.Pinholer
-	ipt      *rules.IPTables // nil for backend none
+	backend  string         // the configured firewall.backend
+	pinholes rules.Pinholer // the backend in use, once start succeeded
+	ipt      *rules.IPTables
+	nl       *rules.Netlink // nil unless backend netlink or auto
 	ct       *rules.Conntrack
 }
 
@@ -31,7 +33,7 @@ type firewall struct {
 // the transfer command: a warning, not an error.
 func (fw *firewall) connections(log *slog.Logger) (proxy.ConnectionWatcher, error) {
 	if fw.ipt == nil {
-		return nil, errors.New("the kernel data path needs firewall.backend iptables")
+		return nil, errors.New("the kernel data path needs a firewall backend other than none")
 	}
 	if fw.ct == nil {
 		ct, err := rules.NewConntrack(log)
@@ -54,22 +56,34 @@ func (w conntrackWatcher) Expect(from netip.Addr, to netip.AddrPort) (<-chan str
 
 // newFirewall builds the backend of fc; it does not touch the firewall yet.
 func newFirewall(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer) (*firewall, error) {
+	fw := &firewall{backend: fc.Backend}
 	if fc.Backend == config.BackendNone {
-		return &firewall{pinholes: rules.None{}}, nil
+		fw.pinholes = rules.None{}
+		return fw, nil
 	}
 	path, path6 := iptablesCommands(fc.Variant)
-	ipt, err := rules.NewIPTables(rules.IPTablesConfig{
+	cfg := rules.IPTablesConfig{
 		ChainPrefix: fc.ChainPrefix,
 		DefaultTTL:  fc.PinholeTTL,
 		Path:        path,
 		Path6:       path6,
 		Logger:      log,
 		Registerer:  reg,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("firewall backend iptables (%s): %w", fc.Variant, err)
 	}
-	return &firewall{pinholes: ipt, ipt: ipt}, nil
+	if fc.Backend == config.BackendIPTables {
+		ipt, err := rules.NewIPTables(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("firewall backend iptables (%s): %w", fc.Variant, err)
+		}
+		fw.ipt = ipt
+		return fw, nil
+	}
+	nl, err := rules.NewNetlink(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("firewall backend %s (%s): %w", fc.Backend, fc.Variant, err)
+	}
+	fw.nl, fw.ipt = nl, nl.IPTables()
+	return fw, nil
 }
 
 // iptablesCommands maps firewall.variant to the iptables and ip6tables
@@ -84,18 +98,44 @@ func iptablesCommands(variant string) (string, string) {
 	return "iptables", "ip6tables"
 }
 
+// start sets up the backend. With backend auto, a kernel without what the
+// netlink backend needs (ipset, nftables nat maps) is not an error: the
+// iptables backend takes over, with a warning that says why.
 func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
-	if fw.ipt == nil {
+	switch {
+	case fw.ipt == nil:
 		log.Info("firewall backend none: no pinholes; the data ports must be reachable")
 		return nil
+	case fw.nl == nil:
+		if err := fw.ipt.Start(ctx); err != nil {
+			return fmt.Errorf("setting up ftpgate's chains: %w", err)
+		}
+		fw.pinholes = fw.ipt
+		log.Info("firewall backend iptables: one exact rule per pinhole", "variant", fw.ipt.Variant())
+		return nil
 	}
-	if err := fw.ipt.Start(ctx); err != nil {
-		return fmt.Errorf("setting up ftpgate's chains: %w", err)
+	err := fw.nl.Start(ctx)
+	if err == nil {
+		fw.pinholes = fw.nl
+		log.Info("firewall backend netlink: pinholes are ipset and nftables map elements with kernel timeouts",
+			"configured", fw.backend, "variant", fw.nl.Variant())
+		return nil
 	}
+	if fw.backend != config.BackendAuto || !errors.Is(err, rules.ErrNetlinkUnavailable) {
+		return fmt.Errorf("setting up the netlink backend (firewall.backend: iptables does without ipset and nftables): %w", err)
+	}
+	if rerr := fw.nl.RemoveSets(); rerr != nil {
+		log.Warn("removing the netlink backend's sets after its start failed", "err", rerr)
+	}
+	fw.nl = nil // the chains stay: the iptables backend inside is started
+	fw.pinholes = fw.ipt
+	log.Warn("firewall backend auto: the kernel lacks what the netlink backend needs, using iptables (one iptables process per rule, slower at scale)",
+		"err", err, "variant", fw.ipt.Variant())
 	return nil
 }
 
-// stop removes ftpgate's chains; it runs after every session has ended.
+// stop removes ftpgate's chains, sets and tables; it runs after every
+// session has ended.
 func (fw *firewall) stop() error {
 	if fw.ct != nil {
 		fw.ct.Close()
@@ -105,7 +145,13 @@ func (fw *firewall) stop() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := fw.ipt.Stop(ctx); err != nil {
+	var err error
+	if fw.nl != nil {
+		err = fw.nl.Stop(ctx)
+	} else {
+		err = fw.ipt.Stop(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("removing ftpgate's chains: %w", err)
 	}
 	return nil
@@ -161,10 +207,19 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := fw.ipt.Cleanup(ctx); err != nil {
+	if fw.nl != nil {
+		err = fw.nl.Cleanup(ctx)
+	} else {
+		err = fw.ipt.Cleanup(ctx)
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "ftpgate cleanup: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "removed ftpgate's chains %s-* and the jumps to them\n", cfg.Firewall.ChainPrefix)
+	what := fmt.Sprintf("ftpgate's chains %s-* and the jumps to them", cfg.Firewall.ChainPrefix)
+	if fw.nl != nil {
+		what += fmt.Sprintf(", its ipsets %s-* and its nftables tables ip and ip6 %s", cfg.Firewall.ChainPrefix, cfg.Firewall.ChainPrefix)
+	}
+	fmt.Fprintf(stdout, "removed %s\n", what)
 	return 0
 }

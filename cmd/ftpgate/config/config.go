@@ -98,7 +98,7 @@ const (
 	DefaultLogFormat = "text"
 
 	// DefaultBackend is the default Firewall.Backend.
-	DefaultBackend = BackendIPTables
+	DefaultBackend = BackendAuto
 	// DefaultChainPrefix is the default Firewall.ChainPrefix.
 	DefaultChainPrefix = "FTPGATE"
 	// DefaultPinholeTTL is the default Firewall.PinholeTTL.
@@ -143,8 +143,17 @@ type Metrics struct {
 
 // Firewall backends (Firewall.Backend).
 const (
+	// BackendAuto is BackendNetlink where the kernel supports it, checked
+	// at start, and BackendIPTables, with a warning saying why, where it
+	// does not.
+	BackendAuto = "auto"
+	// BackendNetlink keeps pinholes as ipset elements (filter) and
+	// nftables map elements (NAT) with kernel timeouts, added over
+	// netlink; static rules in ftpgate's own iptables chains match the
+	// sets. Open and close cost the same however many are open.
+	BackendNetlink = "netlink"
 	// BackendIPTables keeps exact, short-lived pinholes in ftpgate's own
-	// iptables and ip6tables chains.
+	// iptables and ip6tables chains, one iptables process per rule.
 	BackendIPTables = "iptables"
 	// BackendNone manages no firewall: the data ports must be reachable
 	// (a Kubernetes sidecar, or ports opened statically).
@@ -153,7 +162,8 @@ const (
 
 // Firewall configures the pinholes ftpgate opens for data connections.
 type Firewall struct {
-	// Backend is "iptables" (default) or "none".
+	// Backend is "auto" (default: "netlink" where the kernel supports
+	// it, else "iptables"), "netlink", "iptables" or "none".
 	Backend string `yaml:"backend"`
 	// ChainPrefix names ftpgate's chains (PREFIX-INPUT, PREFIX-FORWARD,
 	// PREFIX-PREROUTING, PREFIX-POSTROUTING, PREFIX-OUTPUT). Default
@@ -162,7 +172,8 @@ type Firewall struct {
 	// PinholeTTL is the longest a pinhole stays open waiting for its
 	// connection. Default 30s; must be positive.
 	PinholeTTL time.Duration `yaml:"pinhole_ttl"`
-	// Variant chooses the iptables variant for the iptables backend:
+	// Variant chooses the iptables variant for ftpgate's chains (the
+	// iptables backend's pinholes, the netlink backend's static rules):
 	// "auto" (default: the iptables and ip6tables commands on PATH, as the
 	// system's alternatives select them), "nft" (iptables-nft) or
 	// "legacy" (iptables-legacy). Use the variant the host's own firewall

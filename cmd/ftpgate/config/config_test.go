@@ -105,7 +105,7 @@ func TestDefault(t *testing.T) {
 			MaxLineBytes:         4096,
 		},
 		Log:      Log{Level: "info", Format: "text"},
-		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
+		Firewall: Firewall{Backend: "auto", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v, want %+v", got, want)
@@ -193,7 +193,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-advertise-ports.yaml", `listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
 		{"bad-source-check.yaml", `listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},
 		{"bad-server-commands.yaml", `listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
-		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs firewall.backend "iptables": its data connections cross only through pinholes`},
+		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs a firewall backend other than "none": its data connections cross only through pinholes`},
 		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
 		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
 		{"bad-client-address-ipv6.yaml", `listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
@@ -215,7 +215,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
 		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
-		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "iptables" or "none"`},
+		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
 		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
 		{"bad-firewall-ttl.yaml", `firewall.pinhole_ttl: must be positive, got -1s`},
 		{"bad-firewall-variant.yaml", `firewall.variant: unknown value "xt"; use "auto", "nft" or "legacy"`},

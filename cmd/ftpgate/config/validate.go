@@ -50,7 +50,7 @@ func (c *Config) Validate() error {
 	if c.Firewall.Backend == BackendNone {
 		for i, l := range c.Listeners {
 			if l.Data.Path == PathKernel {
-				errs = append(errs, fmt.Errorf("%s: data.path: %q needs firewall.backend %q: its data connections cross only through pinholes", listenerPath(i, l.Name), PathKernel, BackendIPTables))
+				errs = append(errs, fmt.Errorf("%s: data.path: %q needs a firewall backend other than %q: its data connections cross only through pinholes", listenerPath(i, l.Name), PathKernel, BackendNone))
 			}
 		}
 	}
@@ -470,9 +470,9 @@ func (l *Log) validate() []error {
 func (f *Firewall) validate() []error {
 	var errs []error
 	switch f.Backend {
-	case BackendIPTables, BackendNone:
+	case BackendAuto, BackendNetlink, BackendIPTables, BackendNone:
 	default:
-		errs = append(errs, fmt.Errorf("firewall.backend: unknown value %q; use %q or %q", f.Backend, BackendIPTables, BackendNone))
+		errs = append(errs, fmt.Errorf("firewall.backend: unknown value %q; use %q, %q, %q or %q", f.Backend, BackendAuto, BackendNetlink, BackendIPTables, BackendNone))
 	}
 	if !validChainPrefix(f.ChainPrefix) {
 		errs = append(errs, fmt.Errorf("firewall.chain_prefix: %q must be 1 to 16 letters, digits, \"_\" or \"-\"", f.ChainPrefix))
