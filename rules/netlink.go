@@ -59,9 +59,10 @@ var ErrNetlinkUnavailable = errors.New("ipset or nftables unavailable")
 // concurrent Opens and closes, Stop; Cleanup for a killed process. Start
 // replaces the sets and tables, so whatever a crashed run left is gone.
 type Netlink struct {
-	ipt  *IPTables // ftpgate's chains and the static set rules
-	nat  *natMaps
-	sets map[bool]filterSets // by "is IPv4"
+	ipt   *IPTables       // ftpgate's chains and the static set rules
+	ipset *netlink.Handle // one netfilter netlink socket for every ipset request
+	nat   *natMaps
+	sets  map[bool]filterSets // by "is IPv4"
 
 	// op serializes changes to the kernel and to refs, so that an element
 	// shared by two pinholes is deleted only with the last of them.
@@ -96,8 +97,13 @@ func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
 		return nil, fmt.Errorf("configuring netlink backend: %w", err)
 	}
 	prefix := ipt.prefix
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("configuring netlink backend: opening netfilter netlink socket: %w", err)
+	}
 	nat, err := newNATMaps(prefix, ipt.v6 != nil)
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("configuring netlink backend: %w", err)
 	}
 	name := func(kind string, v4 bool) string {
@@ -115,7 +121,7 @@ func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
 		sets[v4] = filterSets{family: fam, local: name("in", v4), forward: name("fwd", v4),
 			redirect: name("rdr", v4), dnatd: name("dnat", v4)}
 	}
-	return &Netlink{ipt: ipt, nat: nat, sets: sets,
+	return &Netlink{ipt: ipt, ipset: h, nat: nat, sets: sets,
 		open: map[*nlPinhole]struct{}{}, refs: map[string]int{}}, nil
 }
 
@@ -215,11 +221,11 @@ func (n *Netlink) createSets() error {
 		for _, set := range []struct{ name, typ string }{
 			{s.local, setIPPortIP}, {s.forward, setIPPortIP}, {s.redirect, setIPPort}, {s.dnatd, setIPPortIP},
 		} {
-			if err := destroySet(set.name); err != nil {
+			if err := n.destroySet(set.name); err != nil {
 				return err
 			}
 			// ipset create NAME TYPE family inet|inet6 timeout TTL comment maxelem 1048576
-			err := netlink.IpsetCreate(set.name, set.typ, netlink.IpsetCreateOptions{
+			err := n.ipset.IpsetCreate(set.name, set.typ, netlink.IpsetCreateOptions{
 				Family: s.family, Timeout: &timeout, Comments: true, MaxElements: setMaxElements})
 			if err != nil {
 				return fmt.Errorf("creating ipset %s (%s): %w", set.name, set.typ, err)
@@ -230,9 +236,9 @@ func (n *Netlink) createSets() error {
 }
 
 // destroySet destroys an ipset; one that does not exist is not an error.
-func destroySet(name string) error {
+func (n *Netlink) destroySet(name string) error {
 	// ipset destroy NAME
-	err := netlink.IpsetDestroy(name)
+	err := n.ipset.IpsetDestroy(name)
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("destroying ipset %s: %w", name, err)
 	}
@@ -289,7 +295,7 @@ func (n *Netlink) RemoveSets() error {
 func (n *Netlink) removeKernelObjects() error {
 	var errs []error
 	for _, name := range n.setNames() {
-		if err := destroySet(name); err != nil {
+		if err := n.destroySet(name); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -335,6 +341,7 @@ type element interface {
 
 // ipsetElement is one element of an ipset.
 type ipsetElement struct {
+	h     *netlink.Handle
 	set   string
 	entry netlink.IPSetEntry
 }
@@ -353,7 +360,7 @@ func (e ipsetElement) add(ttl time.Duration) error {
 	entry.Timeout = &secs
 	entry.Replace = true // like ipset add -exist: a shared element gets the new timeout
 	// ipset add SET ELEMENT timeout TTL comment "ftpgate s=S p=N" -exist
-	if err := netlink.IpsetAdd(e.set, &entry); err != nil {
+	if err := e.h.IpsetAdd(e.set, &entry); err != nil {
 		return fmt.Errorf("adding %s: %w", e.key(), err)
 	}
 	return nil
@@ -363,7 +370,7 @@ func (e ipsetElement) del() error {
 	entry := e.entry
 	entry.Comment = ""
 	// ipset del SET ELEMENT; one that expired already is not an error
-	err := netlink.IpsetDel(e.set, &entry)
+	err := e.h.IpsetDel(e.set, &entry)
 	if err != nil && !errors.Is(err, nl.IPSetError(nl.IPSET_ERR_EXIST)) && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("deleting %s: %w", e.key(), err)
 	}
@@ -403,13 +410,13 @@ func (n *Netlink) elements(p Pinhole) ([]element, error) {
 	var filter ipsetElement
 	switch p.Deliver {
 	case AcceptLocal:
-		filter = ipsetElement{s.local, entry(p.From, p.To.Port(), p.To.Addr())}
+		filter = ipsetElement{n.ipset, s.local, entry(p.From, p.To.Port(), p.To.Addr())}
 	case AcceptForward:
-		filter = ipsetElement{s.forward, entry(p.From, p.To.Port(), p.To.Addr())}
+		filter = ipsetElement{n.ipset, s.forward, entry(p.From, p.To.Port(), p.To.Addr())}
 	case Redirect:
-		filter = ipsetElement{s.redirect, entry(p.From, p.RedirectPort, netip.Addr{})}
+		filter = ipsetElement{n.ipset, s.redirect, entry(p.From, p.RedirectPort, netip.Addr{})}
 	case DNAT:
-		filter = ipsetElement{s.dnatd, entry(p.From, p.DNATTo.Port(), p.DNATTo.Addr())}
+		filter = ipsetElement{n.ipset, s.dnatd, entry(p.From, p.DNATTo.Port(), p.DNATTo.Addr())}
 	}
 	els := []element{filter}
 	nat, err := n.nat.natElements(p)
