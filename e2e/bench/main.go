@@ -12,8 +12,12 @@
 //   - helper: the kernel's FTP helper (nf_conntrack_ftp, nf_nat_ftp) behind a
 //     DNAT of port 21 and a stateful firewall that accepts RELATED;
 //   - kernel: ftpgate with data.path kernel, gateway policy DROP with only
-//     ESTABLISHED and port 21 accepted; ftpgate installs the pinholes;
-//   - relay: the same with data.path relay.
+//     ESTABLISHED and port 21 accepted; ftpgate installs the pinholes with
+//     its default backend, netlink;
+//   - relay: the same with data.path relay;
+//   - kernel and relay again with the iptables backend, for the session
+//     rate only (the backend changes how pinholes are made, not the
+//     forwarding of an admitted connection).
 //
 // Each figure is the median of -runs runs; each ratio is the median of the
 // per-run ratios to direct. Everything it creates is removed when it ends,
@@ -51,16 +55,17 @@ const (
 	smallSize = 1024
 )
 
-// configTemplate is ftpgate's configuration; %s is the data path.
+// configTemplate is ftpgate's configuration; %[1]s is the data path, %[2]s
+// the firewall backend.
 const configTemplate = `
 listeners:
   - name: bench
     listen: 198.19.0.1:21
     upstream: 198.18.1.2:21
-    data: {path: %s, client_ports: 40000-40999, server_ports: 50000-50999}
+    data: {path: %[1]s, client_ports: 40000-40999, server_ports: 50000-50999}
 limits: {idle_timeout: 2m, data_timeout: 30s, max_sessions_per_client: 64}
 log: {level: info}
-firewall: {backend: iptables, pinhole_ttl: 30s}
+firewall: {backend: %[2]s, pinhole_ttl: 30s}
 `
 
 // Gateway firewalls (netlab.HomeRouter.ResetGatewayFirewall runs them after
@@ -104,7 +109,9 @@ type path struct {
 	host       string // where the client connects (port 21)
 	firewall   string
 	data       string // ftpgate's data.path; "" when ftpgate does not run
+	backend    string // ftpgate's firewall.backend
 	sessions   bool   // measure the session rate
+	onlyRate   bool   // measure the session rate only, no throughput
 	na         string // why the path cannot be measured ("" if it can)
 	err        error  // the first failure; the path is not run again
 
@@ -243,11 +250,13 @@ func bench(o options) int {
 	paths := []*path{
 		{key: "direct", title: "direct", host: netlab.ServerAddr, firewall: directFirewall, sessions: true},
 		{key: "helper", title: "Linux FTP helper", host: netlab.GatewayOut, firewall: helperFirewall, na: helperMissing()},
-		{key: "kernel", title: "ftpgate kernel path", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "kernel", sessions: true},
-		{key: "relay", title: "ftpgate relay path", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", sessions: true},
+		{key: "kernel", title: "ftpgate kernel path", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "kernel", backend: "netlink", sessions: true},
+		{key: "relay", title: "ftpgate relay path", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "netlink", sessions: true},
+		{key: "kernel-iptables", title: "kernel path, iptables backend", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "kernel", backend: "iptables", sessions: true, onlyRate: true},
+		{key: "relay-iptables", title: "relay path, iptables backend", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "iptables", sessions: true, onlyRate: true},
 	}
 	for _, p := range paths[2:] {
-		if out, err := checkConfig(h, o.bin, p.data); err != nil {
+		if out, err := checkConfig(h, o.bin, p); err != nil {
 			if p.data == "kernel" {
 				p.na = "n/a (kernel path not built)"
 				progress("the kernel path is not available: %s", firstLine(out))
@@ -374,7 +383,7 @@ func runOnce(g *gateway, order []*path, run int, o options) {
 	cpu := map[*path]float64{}
 	for i, c := range cells {
 		for _, p := range order {
-			if !live(p) {
+			if !live(p) || p.onlyRate {
 				continue
 			}
 			progress("run %d/%d: %s, %s", run+1, o.runs, c, p.title)
@@ -403,7 +412,7 @@ func runOnce(g *gateway, order []*path, run int, o options) {
 		}
 	}
 	for _, p := range order {
-		if live(p) && p.data != "" {
+		if live(p) && p.data != "" && !p.onlyRate {
 			p.cpuPerGB = append(p.cpuPerGB, cpu[p]/(float64(len(cells))*float64(g.o.size)/GiB))
 		}
 	}
@@ -446,7 +455,7 @@ func (g *gateway) use(p *path) (*netlab.Proc, error) {
 	if p.data == "" {
 		return nil, nil
 	}
-	gw, err := g.h.StartFtpgate(g.o.bin, fmt.Sprintf(configTemplate, p.data), 21)
+	gw, err := g.h.StartFtpgate(g.o.bin, fmt.Sprintf(configTemplate, p.data, p.backend), 21)
 	if err != nil {
 		return nil, err
 	}
@@ -527,11 +536,10 @@ func sessionRate(h *netlab.HomeRouter, o options, p *path, conc int) (float64, e
 	return parseSessionResult(stdout)
 }
 
-// checkConfig runs "ftpgate check" on the bench configuration with data
-// path data.
-func checkConfig(h *netlab.HomeRouter, bin, data string) (string, error) {
-	path := filepath.Join(h.Dir, "check-"+data+".yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(configTemplate, data)), 0o644); err != nil {
+// checkConfig runs "ftpgate check" on p's configuration.
+func checkConfig(h *netlab.HomeRouter, bin string, p *path) (string, error) {
+	path := filepath.Join(h.Dir, "check-"+p.key+".yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(configTemplate, p.data, p.backend)), 0o644); err != nil {
 		return "", err
 	}
 	stdout, stderr, err := h.Gateway.Exec(30*time.Second, nil, bin, "check", "--config", path)

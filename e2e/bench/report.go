@@ -71,7 +71,7 @@ func render(paths []*path, o options) string {
 	}
 	row := []string{"ftpgate CPU s per GiB (user+system)"}
 	for _, p := range paths {
-		if p.data == "" {
+		if p.data == "" || p.onlyRate {
 			row = append(row, "—")
 			continue
 		}
@@ -183,13 +183,19 @@ The paths:
   loaded): the bench never loads a module, and shows the column as
   "n/a (nf_conntrack_ftp not loaded)" otherwise.
 - **ftpgate kernel path**: ftpgate listens on 198.19.0.1:21 with
-  ` + "`data: {path: kernel}`" + ` and ` + "`firewall: {backend: iptables}`" + `;
-  the gateway accepts only ESTABLISHED and port 21 (policy DROP) and ftpgate
-  installs DNAT, ACCEPT and SNAT pinholes, so the kernel forwards the data.
-  Shown as "n/a (kernel path not built)" while ` + "`ftpgate check`" + `
-  refuses that configuration.
+  ` + "`data: {path: kernel}`" + ` and ` + "`firewall: {backend: netlink}`" + ` (the
+  default backend); the gateway accepts only ESTABLISHED and port 21
+  (policy DROP) and ftpgate installs DNAT, ACCEPT and SNAT pinholes (ipset
+  and nftables map elements), so the kernel forwards the data. Shown as
+  "n/a (kernel path not built)" while ` + "`ftpgate check`" + ` refuses that
+  configuration.
 - **ftpgate relay path**: the same with ` + "`data: {path: relay}`" + `:
   ftpgate copies the data connections itself (splice).
+- **kernel path, iptables backend** and **relay path, iptables backend**:
+  the same two with ` + "`firewall: {backend: iptables}`" + ` (one exact
+  iptables rule per pinhole, added and deleted by the iptables program).
+  Only the session rate is measured: the backend decides how a pinhole is
+  made, not how an admitted connection is forwarded.
 
 Measurements:
 
@@ -238,7 +244,9 @@ on a 2-core machine) are commented on below the table, not asserted.
 - The session rate is bounded by vsftpd, which forks processes for every
   session, and, through ftpgate, by the pinholes: the iptables backend runs
   one iptables process per rule added or removed (one rule per data
-  connection on the relay path; DNAT, ACCEPT and SNAT on the kernel path).
+  connection on the relay path; DNAT, ACCEPT and SNAT on the kernel path);
+  the netlink backend sends one netlink message per set or map element
+  instead (see [pinholes.md](pinholes.md) for the backends alone).
 - The CPU figure is ftpgate's own process only: the kernel's forwarding
   work and the iptables processes are not in it.
 `
@@ -321,15 +329,17 @@ func rawFigures(paths []*path, o options) string {
 			continue
 		}
 		for i, c := range cells {
-			fmt.Fprintf(&b, "%-20s %-21s MiB/s   %s\n", p.title, c, list(p.mbps[i], "%.0f"))
+			if !p.onlyRate {
+				fmt.Fprintf(&b, "%-29s %-21s MiB/s   %s\n", p.title, c, list(p.mbps[i], "%.0f"))
+			}
 		}
 		for i, conc := range []int{1, o.conc} {
 			if p.sessions {
-				fmt.Fprintf(&b, "%-20s %-21s sess/s  %s\n", p.title, fmt.Sprintf("sessions, %d client(s)", conc), list(p.rate[i], "%.1f"))
+				fmt.Fprintf(&b, "%-29s %-21s sess/s  %s\n", p.title, fmt.Sprintf("sessions, %d client(s)", conc), list(p.rate[i], "%.1f"))
 			}
 		}
-		if p.data != "" {
-			fmt.Fprintf(&b, "%-20s %-21s s/GiB   %s\n", p.title, "ftpgate CPU", list(p.cpuPerGB, "%.3f"))
+		if p.data != "" && !p.onlyRate {
+			fmt.Fprintf(&b, "%-29s %-21s s/GiB   %s\n", p.title, "ftpgate CPU", list(p.cpuPerGB, "%.3f"))
 		}
 	}
 	return b.String()
