@@ -24,7 +24,7 @@ import (
 const config = `
 listeners:` + netlab.HomeRouterListeners + `limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: info, format: text}
-firewall: {backend: iptables, pinhole_ttl: 10s}
+firewall: {pinhole_ttl: 10s} # backend auto: netlink where the kernel has it
 `
 
 func main() {
