@@ -486,20 +486,29 @@ func (n *Netlink) openPinhole(ctx context.Context, p Pinhole) (*nlPinhole, error
 		return nil, fmt.Errorf("%w: sets not set up (Start has not succeeded)", ErrNotExist)
 	}
 	e := &nlPinhole{p: p, ttl: ttl}
+	if err := n.install(e, els); err != nil {
+		return nil, err
+	}
+	e.timer = time.AfterFunc(ttl, func() { n.expire(e) })
+	return e, nil
+}
+
+// install adds els for e, all or none, and puts e on the books. The
+// caller holds n.op and starts e's timer.
+func (n *Netlink) install(e *nlPinhole, els []element) error {
 	for _, el := range els {
-		if err := el.add(ttl); err != nil {
+		if err := el.add(e.ttl); err != nil {
 			if rerr := n.removeElements(e); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("rolling back (the kernel expires the rest within %s): %w", ttl, rerr))
+				err = errors.Join(err, fmt.Errorf("rolling back (the kernel expires the rest within %s): %w", e.ttl, rerr))
 			}
-			return nil, err
+			return err
 		}
 		n.refs[el.key()]++
 		e.elements = append(e.elements, el)
 	}
 	n.open[e] = struct{}{}
 	n.ipt.m.active.Set(float64(len(n.open)))
-	e.timer = time.AfterFunc(ttl, func() { n.expire(e) })
-	return e, nil
+	return nil
 }
 
 // removeElements deletes e's elements, last added first, each from the

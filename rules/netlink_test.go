@@ -1,0 +1,177 @@
+package rules
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestTTLSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want uint32
+	}{
+		{0, 1}, // never 0: that would make the element permanent
+		{time.Millisecond, 1},
+		{time.Second, 1},
+		{time.Second + time.Millisecond, 2},
+		{30 * time.Second, 30},
+	} {
+		if got := ttlSeconds(tc.ttl); got != tc.want {
+			t.Errorf("ttlSeconds(%s) = %d, want %d", tc.ttl, got, tc.want)
+		}
+	}
+}
+
+// TestNATElements checks the bytes of map elements against the layout nft
+// itself uses: each field of a concatenation padded to 4 bytes, network
+// byte order.
+func TestNATElements(t *testing.T) {
+	m, err := newNATMaps("FTPGATE", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	from4, to4 := netip.MustParseAddr("198.19.0.2"), netip.MustParseAddrPort("198.19.0.1:40001") // 0x9c41
+	dnat4, snat4 := netip.MustParseAddrPort("198.18.1.2:30000"), netip.MustParseAddr("198.18.1.1") // 0x7530
+	from6, to6 := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddrPort("[2001:db8::1]:40001")
+	dnat6 := netip.MustParseAddrPort("[2001:db8:1::5]:30000")
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	a := func(s string) []byte { return netip.MustParseAddr(s).AsSlice() }
+
+	for _, tc := range []struct {
+		name string
+		p    Pinhole
+		want []natElement
+	}{
+		{"accept-local has none", Pinhole{From: from4, To: to4}, nil},
+		{"redirect", Pinhole{From: from4, To: to4, Deliver: Redirect, RedirectPort: 2121}, []natElement{
+			{m.v4.redirect, cat(a("198.19.0.2"), a("198.19.0.1"), []byte{0x9c, 0x41, 0, 0}), []byte{0x08, 0x49}},
+		}},
+		{"dnat with snat", Pinhole{From: from4, To: to4, Deliver: DNAT, DNATTo: dnat4, SNATTo: snat4}, []natElement{
+			{m.v4.snat, cat(a("198.19.0.2"), a("198.18.1.2"), []byte{0x75, 0x30, 0, 0}), a("198.18.1.1")},
+			{m.v4.dnat, cat(a("198.19.0.2"), a("198.19.0.1"), []byte{0x9c, 0x41, 0, 0}), cat(a("198.18.1.2"), []byte{0x75, 0x30, 0, 0})},
+		}},
+		{"dnat ipv6", Pinhole{From: from6, To: to6, Deliver: DNAT, DNATTo: dnat6}, []natElement{
+			{m.v6.dnat, cat(a("2001:db8::2"), a("2001:db8::1"), []byte{0x9c, 0x41, 0, 0}), cat(a("2001:db8:1::5"), []byte{0x75, 0x30, 0, 0})},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := m.natElements(tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d elements, want %d", len(got), len(tc.want))
+			}
+			for i := range got {
+				g, w := got[i], tc.want[i]
+				if g.set != w.set || !bytes.Equal(g.key, w.key) || !bytes.Equal(g.val, w.val) {
+					t.Errorf("element %d = %s key %x val %x, want %s key %x val %x", i, g.set.Name, g.key, g.val, w.set.Name, w.key, w.val)
+				}
+				if uint32(len(g.key)) != g.set.KeyType.Bytes || uint32(len(g.val)) != g.set.DataType.Bytes {
+					t.Errorf("element %d: key %d bytes, value %d bytes; map %s wants %d and %d",
+						i, len(g.key), len(g.val), g.set.Name, g.set.KeyType.Bytes, g.set.DataType.Bytes)
+				}
+			}
+		})
+	}
+
+	v4only, err := newNATMaps("FTPGATE", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v4only.close()
+	if _, err := v4only.natElements(Pinhole{From: from6, To: to6, Deliver: DNAT, DNATTo: dnat6}); !errors.Is(err, ErrFamily) {
+		t.Errorf("IPv6 element without the ip6 table: %v, want ErrFamily", err)
+	}
+}
+
+// fakeElement records what the kernel would be asked.
+type fakeElement struct {
+	name string
+	log  *[]string
+	fail error
+}
+
+func (e fakeElement) key() string { return e.name }
+func (e fakeElement) add(time.Duration) error {
+	*e.log = append(*e.log, "add "+e.name)
+	return e.fail
+}
+func (e fakeElement) del() error {
+	*e.log = append(*e.log, "del "+e.name)
+	return nil
+}
+
+// newBooks returns a Netlink with books but no kernel behind it.
+func newBooks(t *testing.T) *Netlink {
+	t.Helper()
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Netlink{ipt: &IPTables{m: m}, open: map[*nlPinhole]struct{}{}, refs: map[string]int{}}
+}
+
+// TestSharedElementDeletedWithLast: two pinholes that need the same
+// element (same key) leave it in the kernel until the second closes.
+func TestSharedElementDeletedWithLast(t *testing.T) {
+	n := newBooks(t)
+	var log []string
+	shared := fakeElement{"shared", &log, nil}
+	own := fakeElement{"own", &log, nil}
+	a := &nlPinhole{elements: []element{shared}, timer: time.NewTimer(time.Hour)}
+	b := &nlPinhole{elements: []element{shared, own}, timer: time.NewTimer(time.Hour)}
+	for _, e := range []*nlPinhole{a, b} {
+		n.open[e] = struct{}{}
+		for _, el := range e.elements {
+			n.refs[el.key()]++
+		}
+	}
+	if open, err := n.drop(a); !open || err != nil {
+		t.Fatalf("drop(a) = %v, %v", open, err)
+	}
+	if len(log) != 0 {
+		t.Errorf("closing the first holder asked the kernel %q, want nothing", log)
+	}
+	if open, err := n.drop(b); !open || err != nil {
+		t.Fatalf("drop(b) = %v, %v", open, err)
+	}
+	if want := []string{"del own", "del shared"}; !slices.Equal(log, want) {
+		t.Errorf("closing the last holder asked the kernel %q, want %q", log, want)
+	}
+	if open, _ := n.drop(b); open {
+		t.Error("drop of a closed pinhole reported it open")
+	}
+	if len(n.refs) != 0 || len(n.open) != 0 {
+		t.Errorf("books not empty: refs %v, open %d", n.refs, len(n.open))
+	}
+}
+
+// TestInstallRollsBack: when the kernel refuses the second element, the
+// first is deleted again and nothing stays on the books.
+func TestInstallRollsBack(t *testing.T) {
+	n := newBooks(t)
+	var log []string
+	refused := errors.New("refused")
+	e := &nlPinhole{ttl: time.Second}
+	err := n.install(e, []element{fakeElement{"filter", &log, nil}, fakeElement{"dnat", &log, refused}})
+	if !errors.Is(err, refused) {
+		t.Fatalf("install = %v, want the kernel's error", err)
+	}
+	if want := []string{"add filter", "add dnat", "del filter"}; !slices.Equal(log, want) {
+		t.Errorf("kernel asked %q, want %q", log, want)
+	}
+	if len(n.refs) != 0 || len(n.open) != 0 {
+		t.Errorf("books not empty: refs %v, open %d", n.refs, len(n.open))
+	}
+}
