@@ -37,7 +37,7 @@ func TestNATElements(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.close()
-	from4, to4 := netip.MustParseAddr("198.19.0.2"), netip.MustParseAddrPort("198.19.0.1:40001") // 0x9c41
+	from4, to4 := netip.MustParseAddr("198.19.0.2"), netip.MustParseAddrPort("198.19.0.1:40001")   // 0x9c41
 	dnat4, snat4 := netip.MustParseAddrPort("198.18.1.2:30000"), netip.MustParseAddr("198.18.1.1") // 0x7530
 	from6, to6 := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddrPort("[2001:db8::1]:40001")
 	dnat6 := netip.MustParseAddrPort("[2001:db8:1::5]:30000")
