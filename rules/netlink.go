@@ -168,8 +168,9 @@ func (n *Netlink) staticRules(s filterSets) []rule {
 // replaces the sets and the nftables tables with empty ones, and appends
 // the static set rules. Every pinhole open before is forgotten (its close
 // func returns nil). If the kernel refuses a set or a table, Start returns
-// an error wrapping ErrNetlinkUnavailable; the chains are then ready, empty,
-// for the iptables backend (IPTables).
+// an error wrapping ErrNetlinkUnavailable, and so does iptables if it
+// cannot match a set; Fallback then hands the chains to the iptables
+// backend.
 func (n *Netlink) Start(ctx context.Context) error {
 	n.op.Lock()
 	defer n.op.Unlock()
@@ -192,8 +193,11 @@ func (n *Netlink) Start(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("starting netlink backend: %w", err)
 			}
+			// iptables' set match looks the set up through a raw socket:
+			// without CAP_NET_RAW it fails with "Can't open socket to ipset".
 			if err := translate(fam.ipt.Append(r.table, r.chain, r.spec...)); err != nil {
-				return fmt.Errorf("starting netlink backend: adding %s (%s): %w", r, fam.name, err)
+				return fmt.Errorf("starting netlink backend: %w: adding %s (%s; iptables needs CAP_NET_RAW to match an ipset): %w",
+					ErrNetlinkUnavailable, r, fam.name, err)
 			}
 		}
 	}
@@ -278,15 +282,20 @@ func (n *Netlink) Cleanup(ctx context.Context) error {
 	return nil
 }
 
-// RemoveSets deletes the sets and tables after Start failed with
-// ErrNetlinkUnavailable, leaving the chains to the iptables backend.
-func (n *Netlink) RemoveSets() error {
+// Fallback, after Start failed with ErrNetlinkUnavailable, flushes
+// ftpgate's chains (IPTables.Start), removes whatever sets and tables Start
+// made, and returns the started iptables backend to use instead.
+func (n *Netlink) Fallback(ctx context.Context) (*IPTables, error) {
 	n.op.Lock()
 	defer n.op.Unlock()
-	if err := n.removeKernelObjects(); err != nil && !unsupported(err) {
-		return err
+	n.forget()
+	if err := n.ipt.Start(ctx); err != nil {
+		return nil, fmt.Errorf("falling back to the iptables backend: %w", err)
 	}
-	return nil
+	if err := n.removeKernelObjects(); err != nil && !unsupported(err) {
+		n.ipt.log.Warn("removing the netlink backend's sets and tables", "err", err)
+	}
+	return n.ipt, nil
 }
 
 // removeKernelObjects destroys the sets and deletes the tables. The chains

@@ -507,7 +507,7 @@ func TestDeploySystemd(t *testing.T) {
 			t.Errorf("ftpgate.service: %s=%q, want %q", key, got, want)
 		}
 	}
-	caps := []string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}
+	caps := []string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"}
 	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
 		var got []string
 		for _, v := range unit[key] {

@@ -124,12 +124,13 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 	if fw.backend != config.BackendAuto || !errors.Is(err, rules.ErrNetlinkUnavailable) {
 		return fmt.Errorf("setting up the netlink backend (firewall.backend: iptables does without ipset and nftables): %w", err)
 	}
-	if rerr := fw.nl.RemoveSets(); rerr != nil {
-		log.Warn("removing the netlink backend's sets after its start failed", "err", rerr)
+	ipt, ferr := fw.nl.Fallback(ctx)
+	if ferr != nil {
+		return fmt.Errorf("firewall backend auto: the netlink backend failed (%w), and so did the iptables backend: %w", err, ferr)
 	}
-	fw.nl = nil // the chains stay: the iptables backend inside is started
-	fw.pinholes = fw.ipt
-	log.Warn("firewall backend auto: the kernel lacks what the netlink backend needs, using iptables (one iptables process per rule, slower at scale)",
+	fw.nl = nil
+	fw.pinholes = ipt
+	log.Warn("firewall backend auto: the netlink backend cannot run here (see err), using iptables: one iptables process per rule, slower at scale",
 		"err", err, "variant", fw.ipt.Variant())
 	return nil
 }
