@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # wget and tnftp (a classic interactive ftp client) are clients of the
-# interoperability matrix (e2e/interop_test.go).
-packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables)
+# interoperability matrix (e2e/interop_test.go). nftables and ipset: the
+# tests read the netlink backend's tables and sets back with nft and ipset.
+packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
 # ftp-server), so they are not installed: each is fetched with
