@@ -201,26 +201,24 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
-	fw, err := newFirewall(cfg.Firewall, log, prometheus.NewRegistry())
+	// Whatever the backend: a run with another backend may have left its
+	// sets and tables, and the netlink backend's cleanup removes the
+	// chains of both.
+	fc := cfg.Firewall
+	fc.Backend = config.BackendNetlink
+	fw, err := newFirewall(fc, log, prometheus.NewRegistry())
 	if err != nil {
 		fmt.Fprintf(stderr, "ftpgate cleanup: %v\n", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if fw.nl != nil {
-		err = fw.nl.Cleanup(ctx)
-	} else {
-		err = fw.ipt.Cleanup(ctx)
-	}
-	if err != nil {
+	if err := fw.nl.Cleanup(ctx); err != nil {
 		fmt.Fprintf(stderr, "ftpgate cleanup: %v\n", err)
 		return 1
 	}
-	what := fmt.Sprintf("ftpgate's chains %s-* and the jumps to them", cfg.Firewall.ChainPrefix)
-	if fw.nl != nil {
-		what += fmt.Sprintf(", its ipsets %s-* and its nftables tables ip and ip6 %s", cfg.Firewall.ChainPrefix, cfg.Firewall.ChainPrefix)
-	}
+	what := fmt.Sprintf("ftpgate's chains %[1]s-* and the jumps to them, its ipsets %[1]s-* and its nftables tables ip and ip6 %[1]s",
+		cfg.Firewall.ChainPrefix)
 	fmt.Fprintf(stdout, "removed %s\n", what)
 	return 0
 }
