@@ -33,9 +33,6 @@ log: {level: debug, format: text}
 firewall: ` + firewall + "\n"
 }
 
-// withPinholes is the firewall section of the end-to-end configurations.
-const withPinholes = "{backend: iptables, pinhole_ttl: 10s}"
-
 // TestBadInput sends hostile commands on one session against the real
 // vsftpd, while another session transfers a file: each gets a clear reply,
 // the overlong line ends that session alone, the transfer is unharmed, and
@@ -98,15 +95,19 @@ func TestBadInput(t *testing.T) {
 // TestPortTheft: a fourth host connects to the data port that ftpgate
 // advertised, before the client does.
 //
-// With the iptables backend the kernel drops it: the pinhole admits the
-// client alone. With no firewall managed (a Kubernetes sidecar; here the
-// test opens the port range statically) ftpgate itself resets it without
-// sending a byte and logs it. Either way the client's transfer works.
+// With a firewall backend (iptables, netlink) the kernel drops it: the
+// pinhole admits the client alone. With no firewall managed (a Kubernetes
+// sidecar; here the test opens the port range statically) ftpgate itself
+// resets it without sending a byte and logs it. Either way the client's
+// transfer works.
 func TestPortTheft(t *testing.T) {
-	t.Run("iptables", func(t *testing.T) {
-		gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gw := startFtpgate(t, spareConfig(pinholeFirewall(backend)), portSpare)
 		baseline := openFDs(t, gw)
 		c := startPaused(t, portSpare)
+		if n := len(pinholes(t)); n != 1 {
+			t.Errorf("%d pinholes while the client holds the 227, want 1", n)
+		}
 		if got := thief(t, c.Port); got != "timeout" {
 			t.Errorf("the thief's connection: %s, want a timeout (SYN dropped by the kernel)", got)
 		}

@@ -7,11 +7,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -39,6 +41,23 @@ const (
 	portClassic   = 2126 // server_commands classic (PASV/PORT to the server)
 )
 
+// backends are the pinhole backends that the pinhole tests and the
+// matrices run with, one subtest each. Each is named explicitly, never
+// auto, whose fallback to iptables could hide a failure of netlink.
+var backends = []string{"iptables", "netlink"}
+
+// defaultBackend is the backend of every other test: netlink, what auto
+// picks on a kernel that has ipset and nftables.
+const defaultBackend = "netlink"
+
+// forEachBackend runs f as one subtest per backend, named after it.
+func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
+	t.Helper()
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) { f(t, backend) })
+	}
+}
+
 // matrixConfig is the shared ftpgate's configuration.
 const matrixConfig = `
 listeners:` + netlab.HomeRouterListeners + `  - name: same6
@@ -63,11 +82,34 @@ firewall: {backend: iptables, pinhole_ttl: 10s}
 metrics: {listen: "127.0.0.1:9121"}
 `
 
+// pinholeFirewall is the firewall section of the end-to-end
+// configurations, with the given backend.
+func pinholeFirewall(backend string) string {
+	return "{backend: " + backend + ", pinhole_ttl: 10s}"
+}
+
+// withPinholes is the firewall section of the tests that are not about a
+// particular backend.
+var withPinholes = pinholeFirewall(defaultBackend)
+
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
 
 func testMain(m *testing.M) int {
+	// The tests read the netlink backend's sets and tables with these (in
+	// the gateway namespaces only): missing, the tests fail.
+	for _, tool := range []string{"ipset", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %s not found (packages ipset, nftables): %v\n", tool, err)
+			return 1
+		}
+	}
+	rootBefore, err := rootTraces()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: reading the root namespace's firewall:", err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "ftpgate-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -130,5 +172,30 @@ func testMain(m *testing.M) int {
 			code = 1
 		}
 	}
+	if after, err := rootTraces(); err != nil || after != rootBefore {
+		fmt.Fprintf(os.Stderr, "e2e: the root namespace's firewall changed (err %v):\nbefore:\n%s\nafter:\n%s\n", err, rootBefore, after)
+		code = 1
+	}
 	return code
+}
+
+// rootTraces lists what of ftpgate the root namespace's firewall holds:
+// chains and rules, ipsets and nftables tables named FTPGATE. The tests
+// only read it, before and after, to check that they never touched it.
+func rootTraces() (string, error) {
+	var b strings.Builder
+	for _, argv := range [][]string{{"iptables-save"}, {"ip6tables-save"}, {"ipset", "list", "-n"}, {"nft", "list", "tables"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		}
+		for line := range strings.Lines(string(out)) {
+			if strings.Contains(line, "FTPGATE") {
+				b.WriteString(argv[0] + ": " + line)
+			}
+		}
+	}
+	return b.String(), nil
 }
