@@ -23,8 +23,10 @@ const (
 )
 
 // edgeConfig: transparent listeners on the gateway's inside address, one
-// per data path, allowed to reach the server only.
-const edgeConfig = `
+// per data path, allowed to reach the server only, with the given pinhole
+// backend.
+func edgeConfig(backend string) string {
+	return `
 listeners:
   - name: edge-relay
     listen: 198.18.1.1:2121
@@ -48,8 +50,9 @@ listeners:
     data: {path: kernel, client_ports: 41100-41199, server_ports: 51100-51199}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
-firewall: {backend: iptables, pinhole_ttl: 10s}
+firewall: ` + pinholeFirewall(backend) + `
 `
+}
 
 // TestEdgeWithoutFtpgateFails: a client inside a corporate edge reaches the
 // server's port 21, but its data connections are dropped, passive and
@@ -70,10 +73,16 @@ func TestEdgeWithoutFtpgateFails(t *testing.T) {
 
 // TestEdgeMatrix: with port 21 redirected to ftpgate, the whole client
 // matrix reaches the server on the Internet, with transparent relay and with
-// the transparent kernel path. The clients use the server's own address;
-// they never learn that ftpgate is there.
+// the transparent kernel path, with each pinhole backend. The clients use
+// the server's own address; they never learn that ftpgate is there.
 func TestEdgeMatrix(t *testing.T) {
-	gw := startEdgeFtpgate(t)
+	forEachBackend(t, edgeMatrix)
+}
+
+// edgeMatrix is TestEdgeMatrix with one backend.
+func edgeMatrix(t *testing.T, backend string) {
+	gw := startEdgeFtpgate(t, backend)
+	waitLog(t, gw, "firewall backend "+backend+":", 1)
 	baseline := openFDs(t, gw)
 	kernelCells := 0
 	for _, path := range []struct {
@@ -120,7 +129,7 @@ func TestEdgeMatrix(t *testing.T) {
 // TestEdgeAllowList: a destination outside allow_destinations, and a
 // connection to the listener itself, are refused with 421 and logged.
 func TestEdgeAllowList(t *testing.T) {
-	gw := startEdgeFtpgate(t)
+	gw := startEdgeFtpgate(t, defaultBackend)
 	undo, err := edge.Intercept(portEdgeRelay, false)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +169,7 @@ func TestKernelPathCopiesNothing(t *testing.T) {
 	f.Close()
 	defer os.Remove(big)
 
-	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
+	gw := startFtpgate(t, matrixConfig(defaultBackend), portSame, portPassive, portActive, portKernel)
 	// retr runs a 1 GiB RETR (limited to ~4 s, so that it can be watched)
 	// and returns the most sockets ftpgate held at once during it and the
 	// CPU ticks ftpgate spent.
@@ -214,10 +223,11 @@ func establishedSockets(t *testing.T, pid int) int {
 	return strings.Count(out, fmt.Sprintf("pid=%d,", pid))
 }
 
-// startEdgeFtpgate runs ftpgate on the corporate edge's gateway.
-func startEdgeFtpgate(t *testing.T) *netlab.Proc {
+// startEdgeFtpgate runs ftpgate with backend on the corporate edge's
+// gateway.
+func startEdgeFtpgate(t *testing.T, backend string) *netlab.Proc {
 	t.Helper()
-	p, err := edge.StartFtpgate(ftpgateBin, edgeConfig, portEdgeRelay, portEdgeKernel)
+	p, err := edge.StartFtpgate(ftpgateBin, edgeConfig(backend), portEdgeRelay, portEdgeKernel)
 	if err == nil {
 		err = edge.WaitListening(edge.Gateway, fmt.Sprintf("[%s]:%d", netlab.EdgeGatewayIn6, portEdgeKernel6), 10*time.Second)
 	}

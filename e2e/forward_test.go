@@ -25,7 +25,7 @@ listeners:
     allow_destinations: [198.18.1.2/32]
     data: {client_ports: 40300-40399, server_ports: 50300-50399}
 log: {level: debug}
-firewall: {backend: iptables}
+firewall: {backend: netlink}
 `
 	gw := startFtpgate(t, config, portSpare)
 	dir := filepath.Join(net4.Dir, "client")

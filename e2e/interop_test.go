@@ -84,8 +84,7 @@ func interopConfig() string {
 	}
 	b.WriteString(`limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
-firewall: {backend: iptables, pinhole_ttl: 10s}
-`)
+firewall: ` + withPinholes + "\n")
 	return b.String()
 }
 

@@ -58,8 +58,10 @@ func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 	}
 }
 
-// matrixConfig is the shared ftpgate's configuration.
-const matrixConfig = `
+// matrixConfig is the shared ftpgate's configuration, with the given
+// pinhole backend.
+func matrixConfig(backend string) string {
+	return `
 listeners:` + netlab.HomeRouterListeners + `  - name: same6
     listen: "[2001:db8:19::1]:21"
     upstream: "[2001:db8:18:1::2]:21"
@@ -78,9 +80,10 @@ listeners:` + netlab.HomeRouterListeners + `  - name: same6
     data: {server_commands: classic, client_ports: 41300-41399, server_ports: 51300-51399}
 limits: {idle_timeout: 2m, data_timeout: 10s}
 log: {level: debug, format: text}
-firewall: {backend: iptables, pinhole_ttl: 10s}
+firewall: ` + pinholeFirewall(backend) + `
 metrics: {listen: "127.0.0.1:9121"}
 `
+}
 
 // pinholeFirewall is the firewall section of the end-to-end
 // configurations, with the given backend.

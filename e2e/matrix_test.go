@@ -31,12 +31,18 @@ func TestPlainDNATFails(t *testing.T) {
 	}
 }
 
-// TestMatrix runs every client and operation through ftpgate: on the relay
-// path in each server_mode, and on the kernel path. Then it checks that
-// ftpgate holds no data listener, no pinhole and no more sockets than
-// before.
+// TestMatrix runs every client and operation through ftpgate, with each
+// pinhole backend: on the relay path in each server_mode, and on the kernel
+// path. Then it checks that ftpgate holds no data listener, no pinhole and
+// no more sockets than before, and that its metrics count what it did.
 func TestMatrix(t *testing.T) {
-	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
+	forEachBackend(t, matrix)
+}
+
+// matrix is TestMatrix with one backend.
+func matrix(t *testing.T, backend string) {
+	gw := startFtpgate(t, matrixConfig(backend), portSame, portPassive, portActive, portKernel)
+	waitLog(t, gw, "firewall backend "+backend+":", 1)
 	baseline := openFDs(t, gw)
 	kernelCells := 0
 	cells := map[string]int{} // cells run per listener

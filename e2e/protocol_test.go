@@ -31,7 +31,7 @@ func TestProtocol(t *testing.T) {
 	f.Close()
 	defer os.Remove(big)
 
-	gw := startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
+	gw := startFtpgate(t, matrixConfig(defaultBackend), portSame, portPassive, portActive, portKernel)
 	baseline := openFDs(t, gw)
 	for _, tc := range []struct {
 		name, host string

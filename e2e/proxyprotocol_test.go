@@ -24,7 +24,7 @@ listeners:
     trusted_proxies: [198.19.1.0/24]
     data: {client_ports: 40300-40399, server_ports: 50300-50399}
 log: {level: debug}
-firewall: {backend: iptables}
+firewall: {backend: netlink}
 `
 	gw := startFtpgate(t, config, portSpare)
 	// The header says the client is 198.19.5.5:40001 (an address that is

@@ -123,7 +123,7 @@ func TestTrace(t *testing.T) {
 	})
 
 	t.Run("through ftpgate", func(t *testing.T) {
-		startFtpgate(t, matrixConfig, portSame, portPassive, portActive, portKernel)
+		startFtpgate(t, matrixConfig(defaultBackend), portSame, portPassive, portActive, portKernel)
 		pcap := filepath.Join(t.TempDir(), "ftpgate.pcap")
 		rep, code := traceLive(t, pcap, func() {
 			for _, name := range []string{"curl PASV strict", "curl EPSV"} {
