@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -40,7 +41,7 @@ func demo(bin string) int {
 	}
 	fmt.Println("Building the network: client 198.19.0.2 -- [198.19.0.1 gateway 198.18.1.1] -- 198.18.1.2 vsftpd")
 	fmt.Println("The gateway's firewall: INPUT and FORWARD policy DROP, ESTABLISHED accepted, port 21 accepted, nothing else:")
-	fmt.Println("ftpgate opens an exact, short-lived pinhole for each data connection in its own chains;")
+	fmt.Println("ftpgate opens an exact, short-lived pinhole for each data connection (firewall.backend auto);")
 	fmt.Println("198.19.0.10:21 is a plain DNAT to the server (no ALG); ftpgate listens on 198.19.0.1:21 (server_mode same),")
 	fmt.Println(":2121 (server_mode passive), :2122 (server_mode active) and :2124 (the kernel data path).")
 	h, err := netlab.NewHomeRouter("iptables", 21, 2121, 2122, 2124)
@@ -90,6 +91,7 @@ func demo(bin string) int {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
 	}
+	fmt.Println(backendUsed(gw.Stderr.String()))
 	for i, port := range []int{21, 2121, 2122, 2124} {
 		for _, r := range rows {
 			r.cells[i+1] = h.Do(r.c, netlab.GatewayOut, port, r.op)
@@ -136,4 +138,15 @@ func demo(bin string) int {
 	}
 	fmt.Println("Every transfer failed through the plain DNAT and passed through ftpgate (files checked by SHA-256).")
 	return 0
+}
+
+// backendUsed says which pinhole backend ftpgate chose, from its log.
+func backendUsed(log string) string {
+	switch {
+	case strings.Contains(log, "firewall backend netlink"):
+		return "ftpgate's pinholes: ipset and nftables map elements with kernel timeouts (the netlink backend)."
+	case strings.Contains(log, "firewall backend iptables"), strings.Contains(log, "using iptables"):
+		return "ftpgate's pinholes: exact iptables rules in its own chains (the iptables backend; its log says why not netlink)."
+	}
+	return "ftpgate's pinhole backend: see its log."
 }
