@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,7 +51,8 @@ var ErrNetlinkUnavailable = errors.New("ipset or nftables unavailable")
 // redirect and DNAT accepts above additionally require that the connection
 // was destination-NATed, which only those map elements (or the operator's
 // own NAT) do; unlike the iptables backend they do not compare the
-// original destination.
+// original destination. The SNAT map applies only to destination-NATed
+// connections too.
 //
 // PREFIX-PREROUTING, PREFIX-POSTROUTING and PREFIX-OUTPUT are created and
 // hooked as with the iptables backend, and stay empty.
@@ -59,17 +61,24 @@ var ErrNetlinkUnavailable = errors.New("ipset or nftables unavailable")
 // concurrent Opens and closes, Stop; Cleanup for a killed process. Start
 // replaces the sets and tables, so whatever a crashed run left is gone.
 type Netlink struct {
-	ipt   *IPTables       // ftpgate's chains and the static set rules
-	ipset *netlink.Handle // one netfilter netlink socket for every ipset request
-	nat   *natMaps
-	sets  map[bool]filterSets // by "is IPv4"
+	ipt  *IPTables // ftpgate's chains and the static set rules
+	nat  *natMaps
+	sets map[bool]filterSets // by "is IPv4"
 
-	// op serializes changes to the kernel and to refs, so that an element
-	// shared by two pinholes is deleted only with the last of them.
+	// op serializes changes to the kernel and to the fields below, so that
+	// an element shared by two pinholes lives as long as the longer-lived
+	// of them and is deleted with the last.
 	op      sync.Mutex
+	ipset   *netlink.Handle // one netfilter netlink socket for every ipset request; nil until connect
 	started bool
 	open    map[*nlPinhole]struct{}
-	refs    map[string]int // element -> pinholes that hold it
+	refs    map[string]*sharedElement // by element.key()
+}
+
+// sharedElement is what the books know of one element in the kernel.
+type sharedElement struct {
+	holders int       // open pinholes that need it
+	until   time.Time // when the kernel expires it: the latest holder's expiry
 }
 
 var _ Pinholer = (*Netlink)(nil)
@@ -90,22 +99,15 @@ const (
 
 // NewNetlink prepares the netlink backend. cfg is that of the iptables
 // backend, whose binaries Start uses once, to create and hook ftpgate's
-// chains and add the static set rules. It does not touch the firewall.
+// chains and add the static set rules. It does not touch the firewall and
+// opens no netlink socket yet.
 func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
 	ipt, err := NewIPTables(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring netlink backend: %w", err)
 	}
 	prefix := ipt.prefix
-	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
-	if err != nil {
-		return nil, fmt.Errorf("configuring netlink backend: opening netfilter netlink socket: %w", err)
-	}
-	nat, err := newNATMaps(prefix, ipt.v6 != nil)
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("configuring netlink backend: %w", err)
-	}
+	nat := newNATMaps(prefix, ipt.v6 != nil)
 	name := func(kind string, v4 bool) string {
 		if v4 {
 			return prefix + "-" + kind + "4"
@@ -121,8 +123,39 @@ func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
 		sets[v4] = filterSets{family: fam, local: name("in", v4), forward: name("fwd", v4),
 			redirect: name("rdr", v4), dnatd: name("dnat", v4)}
 	}
-	return &Netlink{ipt: ipt, ipset: h, nat: nat, sets: sets,
-		open: map[*nlPinhole]struct{}{}, refs: map[string]int{}}, nil
+	return &Netlink{ipt: ipt, nat: nat, sets: sets,
+		open: map[*nlPinhole]struct{}{}, refs: map[string]*sharedElement{}}, nil
+}
+
+// connect opens the netlink sockets, if they are not open. The caller
+// holds n.op.
+func (n *Netlink) connect() error {
+	if n.ipset == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+		if err != nil {
+			return fmt.Errorf("opening netfilter netlink socket: %w", err)
+		}
+		n.ipset = h
+	}
+	return n.nat.connect()
+}
+
+// Close releases the netlink sockets; call it after Stop or Cleanup, when
+// no pinhole is open (Fallback closes them itself). Start opens them
+// again.
+func (n *Netlink) Close() error {
+	n.op.Lock()
+	defer n.op.Unlock()
+	return n.closeSockets()
+}
+
+// closeSockets is Close with n.op held.
+func (n *Netlink) closeSockets() error {
+	if n.ipset != nil {
+		n.ipset.Close()
+		n.ipset = nil
+	}
+	return n.nat.close()
 }
 
 // IPTables returns the iptables backend inside n, which keeps ftpgate's
@@ -178,11 +211,14 @@ func (n *Netlink) Start(ctx context.Context) error {
 	if err := n.ipt.Start(ctx); err != nil {
 		return fmt.Errorf("starting netlink backend: %w", err)
 	}
+	if err := n.connect(); err != nil {
+		return fmt.Errorf("starting netlink backend: %w", markUnavailable(err))
+	}
 	if err := n.createSets(); err != nil {
-		return fmt.Errorf("starting netlink backend: %w: %w", ErrNetlinkUnavailable, err)
+		return fmt.Errorf("starting netlink backend: %w", markUnavailable(err))
 	}
 	if err := n.nat.setup(); err != nil {
-		return fmt.Errorf("starting netlink backend: %w: %w", ErrNetlinkUnavailable, err)
+		return fmt.Errorf("starting netlink backend: %w", markUnavailable(err))
 	}
 	for _, v4 := range n.families() {
 		fam := n.ipt.v4
@@ -196,8 +232,13 @@ func (n *Netlink) Start(ctx context.Context) error {
 			// iptables' set match looks the set up through a raw socket:
 			// without CAP_NET_RAW it fails with "Can't open socket to ipset".
 			if err := translate(fam.ipt.Append(r.table, r.chain, r.spec...)); err != nil {
-				return fmt.Errorf("starting netlink backend: %w: adding %s (%s; iptables needs CAP_NET_RAW to match an ipset): %w",
-					ErrNetlinkUnavailable, r, fam.name, err)
+				err = fmt.Errorf("adding %s (%s): %w", r, fam.name, err)
+				if strings.Contains(err.Error(), "Can't open socket to ipset") {
+					err = fmt.Errorf("%w: iptables needs CAP_NET_RAW to match an ipset: %w", ErrNetlinkUnavailable, err)
+				} else if strings.Contains(err.Error(), "match `set'") || strings.Contains(err.Error(), "Couldn't load match") {
+					err = fmt.Errorf("%w: iptables cannot match ipsets (xt_set): %w", ErrNetlinkUnavailable, err)
+				}
+				return fmt.Errorf("starting netlink backend: %w", err)
 			}
 		}
 	}
@@ -239,6 +280,32 @@ func (n *Netlink) createSets() error {
 	return nil
 }
 
+// markUnavailable wraps err with ErrNetlinkUnavailable if it says that the
+// kernel lacks a feature the backend needs, or that ftpgate may not use it;
+// other errors (a set in use by someone else, a timeout) it returns as
+// they are.
+func markUnavailable(err error) error {
+	if missingFeature(err) {
+		return fmt.Errorf("%w: %w", ErrNetlinkUnavailable, err)
+	}
+	return err
+}
+
+// missingFeature reports whether err is the kernel saying it has no such
+// thing (no ipset or nftables subsystem, set type, expression or family)
+// or that the caller may not use it. A netfilter subsystem that is not
+// there answers EINVAL (nfnetlink_rcv_msg); an unknown ipset type,
+// IPSET_ERR_FIND_TYPE.
+func missingFeature(err error) bool {
+	for _, errno := range []error{syscall.EPROTONOSUPPORT, syscall.EAFNOSUPPORT, syscall.EOPNOTSUPP,
+		syscall.EINVAL, syscall.ENOENT, syscall.EPERM, syscall.EACCES} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return errors.Is(err, nl.IPSetError(nl.IPSET_ERR_FIND_TYPE)) || errors.Is(err, nl.IPSetError(nl.IPSET_ERR_PROTOCOL))
+}
+
 // destroySet destroys an ipset; one that does not exist is not an error.
 func (n *Netlink) destroySet(name string) error {
 	// ipset destroy NAME
@@ -257,7 +324,7 @@ func (n *Netlink) Stop(ctx context.Context) error {
 	defer n.op.Unlock()
 	n.forget()
 	err := n.ipt.Stop(ctx)
-	err = errors.Join(err, n.removeKernelObjects())
+	err = errors.Join(err, n.removeKernelObjects(false))
 	if err != nil {
 		return fmt.Errorf("stopping netlink backend: %w", err)
 	}
@@ -273,8 +340,12 @@ func (n *Netlink) Cleanup(ctx context.Context) error {
 	defer n.op.Unlock()
 	n.forget()
 	err := n.ipt.Cleanup(ctx)
-	if kerr := n.removeKernelObjects(); kerr != nil && !unsupported(kerr) {
-		err = errors.Join(err, kerr)
+	if cerr := n.connect(); cerr != nil {
+		if !missingFeature(cerr) {
+			err = errors.Join(err, cerr)
+		}
+	} else {
+		err = errors.Join(err, n.removeKernelObjects(true))
 	}
 	if err != nil {
 		return fmt.Errorf("cleaning up netlink backend: %w", err)
@@ -292,33 +363,36 @@ func (n *Netlink) Fallback(ctx context.Context) (*IPTables, error) {
 	if err := n.ipt.Start(ctx); err != nil {
 		return nil, fmt.Errorf("falling back to the iptables backend: %w", err)
 	}
-	if err := n.removeKernelObjects(); err != nil && !unsupported(err) {
-		n.ipt.log.Warn("removing the netlink backend's sets and tables", "err", err)
+	if n.ipset != nil {
+		if err := n.removeKernelObjects(true); err != nil {
+			n.ipt.log.Warn("removing the netlink backend's sets and tables", "err", err)
+		}
+	}
+	if err := n.closeSockets(); err != nil {
+		n.ipt.log.Warn("closing the netlink backend's sockets", "err", err)
 	}
 	return n.ipt, nil
 }
 
-// removeKernelObjects destroys the sets and deletes the tables. The chains
-// must be gone or flushed first: a set referenced by a rule cannot be
-// destroyed.
-func (n *Netlink) removeKernelObjects() error {
+// removeKernelObjects destroys the sets and deletes the tables; the
+// sockets must be open. The chains must be gone or flushed first: a set
+// referenced by a rule cannot be destroyed. With tolerant, an error that
+// says the kernel has no such feature at all (so there is nothing to
+// remove) is not an error; each error is judged on its own.
+func (n *Netlink) removeKernelObjects(tolerant bool) error {
 	var errs []error
-	for _, name := range n.setNames() {
-		if err := n.destroySet(name); err != nil {
+	keep := func(err error) {
+		if err != nil && !(tolerant && missingFeature(err)) {
 			errs = append(errs, err)
 		}
 	}
-	if err := n.nat.teardown(); err != nil {
-		errs = append(errs, err)
+	for _, name := range n.setNames() {
+		keep(n.destroySet(name))
+	}
+	for _, err := range n.nat.teardown() {
+		keep(err)
 	}
 	return errors.Join(errs...)
-}
-
-// unsupported reports whether err says the kernel has no ipset or
-// nftables at all.
-func unsupported(err error) bool {
-	return errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT) ||
-		errors.Is(err, syscall.EOPNOTSUPP)
 }
 
 // forget stops every pinhole's timer and drops it from the books, because
@@ -344,7 +418,9 @@ type nlPinhole struct {
 // element is one set or map element of a pinhole.
 type element interface {
 	key() string // identifies the element in the kernel, for refs
-	add(ttl time.Duration) error
+	// add adds the element with a kernel timeout of ttl; with refresh, it
+	// may exist already and its timeout restarts at ttl.
+	add(ttl time.Duration, refresh bool) error
 	del() error
 }
 
@@ -363,11 +439,11 @@ func (e ipsetElement) key() string {
 	return fmt.Sprintf("ipset %s %s,tcp:%d,%s", e.set, e.entry.IP, port, e.entry.IP2)
 }
 
-func (e ipsetElement) add(ttl time.Duration) error {
+func (e ipsetElement) add(ttl time.Duration, _ bool) error {
 	entry := e.entry
 	secs := ttlSeconds(ttl)
 	entry.Timeout = &secs
-	entry.Replace = true // like ipset add -exist: a shared element gets the new timeout
+	entry.Replace = true // like ipset add -exist: an existing element gets the new timeout
 	// ipset add SET ELEMENT timeout TTL comment "ftpgate s=S p=N" -exist
 	if err := e.h.IpsetAdd(e.set, &entry); err != nil {
 		return fmt.Errorf("adding %s: %w", e.key(), err)
@@ -395,8 +471,8 @@ type mapElement struct {
 func (e mapElement) key() string {
 	return fmt.Sprintf("nft %s %s %x", familyName(e.e.set.Table.Family), e.e.set.Name, e.e.key)
 }
-func (e mapElement) add(ttl time.Duration) error { return e.m.add(e.e, ttl) }
-func (e mapElement) del() error                  { return e.m.del(e.e) }
+func (e mapElement) add(ttl time.Duration, refresh bool) error { return e.m.add(e.e, ttl, refresh) }
+func (e mapElement) del() error                                { return e.m.del(e.e) }
 
 // ttlSeconds is ttl in whole seconds for ipset, rounded up: at least 1,
 // since 0 would make an element permanent.
@@ -446,13 +522,20 @@ func (n *Netlink) elements(p Pinhole) ([]element, error) {
 //	Redirect:      PREFIX-rdr4  From,tcp:RedirectPort
 //	               redirect_to  { From . To.addr . To.port : RedirectPort }
 //	DNAT:          PREFIX-dnat4 From,tcp:DNATTo.port,DNATTo.addr
-//	               snat_to      { From . DNATTo.addr . DNATTo.port : SNATTo }     (if SNATTo is valid)
+//	               snat_to      { From . DNATTo.addr . DNATTo.port : SNATTo }     (if SNATTo is valid; destination-NATed connections only)
 //	               dnat_to      { From . To.addr . To.port : DNATTo.addr . DNATTo.port }
 //
 // added in this order (nothing is diverted before it can be accepted) and
 // deleted in reverse. ftpgate deletes them TTL after Open if not closed by
-// then, and the kernel does in any case. The close func has the contract
-// of IPTables'.
+// then, and the kernel does in any case. An element that another open
+// pinhole needs too is shared: its kernel timeout is that of the
+// longer-lived, and it is deleted with the last.
+//
+// The close func is idempotent, safe to call concurrently with expiry,
+// Stop and itself, and returns nil if the pinhole is already gone. Unlike
+// IPTables', it takes the pinhole off the books even when the kernel
+// refuses to delete an element: it returns that error once, and the
+// kernel removes the element at its timeout; a later call returns nil.
 //
 // Open fails with ErrInvalid if p is invalid, ErrFamily if p is IPv6 and
 // IPv6 is not managed, ErrNotExist if Start has not succeeded, or the
@@ -504,15 +587,30 @@ func (n *Netlink) openPinhole(ctx context.Context, p Pinhole) (*nlPinhole, error
 
 // install adds els for e, all or none, and puts e on the books. The
 // caller holds n.op and starts e's timer.
+//
+// An element that another open pinhole holds already is added again only
+// if this pinhole outlives it, to move its kernel timeout later; it is
+// never shortened.
 func (n *Netlink) install(e *nlPinhole, els []element) error {
+	until := time.Now().Add(e.ttl)
 	for _, el := range els {
-		if err := el.add(e.ttl); err != nil {
-			if rerr := n.removeElements(e); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("rolling back (the kernel expires the rest within %s): %w", e.ttl, rerr))
+		sh := n.refs[el.key()]
+		if sh == nil || until.After(sh.until) {
+			if err := el.add(e.ttl, sh != nil); err != nil {
+				if rerr := n.removeElements(e); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("rolling back (the kernel expires the rest within %s): %w", e.ttl, rerr))
+				}
+				return err
 			}
-			return err
 		}
-		n.refs[el.key()]++
+		if sh == nil {
+			sh = &sharedElement{}
+			n.refs[el.key()] = sh
+		}
+		sh.holders++
+		if until.After(sh.until) {
+			sh.until = until
+		}
 		e.elements = append(e.elements, el)
 	}
 	n.open[e] = struct{}{}
@@ -529,9 +627,11 @@ func (n *Netlink) removeElements(e *nlPinhole) error {
 	for i := len(e.elements) - 1; i >= 0; i-- {
 		el := e.elements[i]
 		k := el.key()
-		n.refs[k]--
-		if n.refs[k] > 0 {
-			continue
+		if sh := n.refs[k]; sh != nil {
+			sh.holders--
+			if sh.holders > 0 {
+				continue
+			}
 		}
 		delete(n.refs, k)
 		if err := el.del(); err != nil {

@@ -188,7 +188,7 @@ func TestIntegrationNetlinkStartStop(t *testing.T) {
 			"dnat ip to ip saddr . ip daddr . tcp dport map @dnat_to",
 			"redirect to :ip saddr . ip daddr . tcp dport map @redirect_to",
 			"type nat hook postrouting priority srcnat - 10; policy accept;",
-			"snat to ip saddr . ip daddr . tcp dport map @snat_to",
+			"ct status dnat snat to ip saddr . ip daddr . tcp dport map @snat_to",
 		} {
 			if !strings.Contains(table, want) {
 				t.Errorf("nft list table ip FTPGATE lacks %q:\n%s", want, table)
@@ -336,6 +336,70 @@ func TestIntegrationNetlinkKernelExpiry(t *testing.T) {
 		wantNoNetlink(t, v)
 		if err := cleaner.Cleanup(t.Context()); err != nil {
 			t.Errorf("Cleanup with nothing to clean: %v", err)
+		}
+	})
+}
+
+// TestIntegrationNetlinkSharedElements: two pinholes with the same
+// elements. The elements stay in the kernel as long as the longer-lived
+// holder needs them, whichever opened or closes first, and go with the
+// last.
+func TestIntegrationNetlinkSharedElements(t *testing.T) {
+	forEachNetlinkVariant(t, func(t *testing.T, v variant) {
+		n := newNetlink(t, v, IPTablesConfig{}, false)
+		p := Pinhole{Session: 5, Seq: 1, From: peer4, To: netip.AddrPortFrom(gw4, 40005),
+			Deliver: DNAT, DNATTo: netip.MustParseAddrPort("198.19.0.5:30000"), SNATTo: gw4}
+		present := func(when string) {
+			t.Helper()
+			if m := ipsetMembers(t, "FTPGATE-dnat4"); len(m) != 1 {
+				t.Errorf("%s: FTPGATE-dnat4 members %q, want the shared element", when, m)
+			}
+			for name, port := range map[string]string{"dnat_to": "40005", "snat_to": "30000"} {
+				if out := nftMap(t, "ip", name); !strings.Contains(out, port) {
+					t.Errorf("%s: map %s lost the shared element:\n%s", when, name, out)
+				}
+			}
+		}
+		// a opens with a 2s TTL; b, 1s later, with 2s too: the elements
+		// must now live until b's expiry, 3s after a opened, though a
+		// closes at once.
+		start := time.Now()
+		a := p
+		a.TTL = 2 * time.Second
+		closeA, err := n.Open(t.Context(), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		b := a
+		b.Session = 6
+		closeB, err := n.Open(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closeA(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
+		present("after a's TTL, with b open")
+		// c holds them for an hour; d, with 1s, must not shorten that.
+		c := p
+		c.Session, c.TTL = 7, time.Hour
+		if _, err := n.Open(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+		if err := closeB(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		d := p
+		d.Session, d.TTL = 8, time.Second
+		if _, err := n.Open(t.Context(), d); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond) // d has expired (ftpgate's timer and the kernel's)
+		present("after d's TTL, with c open")
+		if got := n.Active(); got != 1 {
+			t.Errorf("Active() = %d, want 1 (c)", got)
 		}
 	})
 }

@@ -3,12 +3,15 @@ package rules
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink/nl"
 )
 
 func TestTTLSeconds(t *testing.T) {
@@ -32,11 +35,7 @@ func TestTTLSeconds(t *testing.T) {
 // itself uses: each field of a concatenation padded to 4 bytes, network
 // byte order.
 func TestNATElements(t *testing.T) {
-	m, err := newNATMaps("FTPGATE", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
+	m := newNATMaps("FTPGATE", true)
 	from4, to4 := netip.MustParseAddr("198.19.0.2"), netip.MustParseAddrPort("198.19.0.1:40001")   // 0x9c41
 	dnat4, snat4 := netip.MustParseAddrPort("198.18.1.2:30000"), netip.MustParseAddr("198.18.1.1") // 0x7530
 	from6, to6 := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddrPort("[2001:db8::1]:40001")
@@ -85,11 +84,7 @@ func TestNATElements(t *testing.T) {
 		})
 	}
 
-	v4only, err := newNATMaps("FTPGATE", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v4only.close()
+	v4only := newNATMaps("FTPGATE", false)
 	if _, err := v4only.natElements(Pinhole{From: from6, To: to6, Deliver: DNAT, DNATTo: dnat6}); !errors.Is(err, ErrFamily) {
 		t.Errorf("IPv6 element without the ip6 table: %v, want ErrFamily", err)
 	}
@@ -103,8 +98,12 @@ type fakeElement struct {
 }
 
 func (e fakeElement) key() string { return e.name }
-func (e fakeElement) add(time.Duration) error {
-	*e.log = append(*e.log, "add "+e.name)
+func (e fakeElement) add(ttl time.Duration, refresh bool) error {
+	op := "add "
+	if refresh {
+		op = "refresh "
+	}
+	*e.log = append(*e.log, op+e.name+" "+ttl.String())
 	return e.fail
 }
 func (e fakeElement) del() error {
@@ -119,41 +118,77 @@ func newBooks(t *testing.T) *Netlink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Netlink{ipt: &IPTables{m: m}, open: map[*nlPinhole]struct{}{}, refs: map[string]int{}}
+	return &Netlink{ipt: &IPTables{m: m}, open: map[*nlPinhole]struct{}{}, refs: map[string]*sharedElement{}}
 }
 
-// TestSharedElementDeletedWithLast: two pinholes that need the same
-// element (same key) leave it in the kernel until the second closes.
-func TestSharedElementDeletedWithLast(t *testing.T) {
+// TestSharedElements: two pinholes that need the same element (same key)
+// share it. The kernel's timeout follows the longer-lived holder (it is
+// refreshed for a later one, never shortened for an earlier one), and the
+// element is deleted with the last holder.
+func TestSharedElements(t *testing.T) {
 	n := newBooks(t)
 	var log []string
 	shared := fakeElement{"shared", &log, nil}
 	own := fakeElement{"own", &log, nil}
-	a := &nlPinhole{elements: []element{shared}, timer: time.NewTimer(time.Hour)}
-	b := &nlPinhole{elements: []element{shared, own}, timer: time.NewTimer(time.Hour)}
-	for _, e := range []*nlPinhole{a, b} {
-		n.open[e] = struct{}{}
-		for _, el := range e.elements {
-			n.refs[el.key()]++
+	long := &nlPinhole{ttl: time.Hour, timer: time.NewTimer(time.Hour)}
+	short := &nlPinhole{ttl: time.Minute, timer: time.NewTimer(time.Hour)}
+	longer := &nlPinhole{ttl: 2 * time.Hour, timer: time.NewTimer(time.Hour)}
+	for _, step := range []struct {
+		e    *nlPinhole
+		els  []element
+		want []string
+	}{
+		{long, []element{shared}, []string{"add shared 1h0m0s"}},
+		{short, []element{shared, own}, []string{"add own 1m0s"}},      // shared already lives longer
+		{longer, []element{shared}, []string{"refresh shared 2h0m0s"}}, // moves its timeout later
+	} {
+		log = nil
+		if err := n.install(step.e, step.els); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(log, step.want) {
+			t.Errorf("install(ttl %s) asked the kernel %q, want %q", step.e.ttl, log, step.want)
 		}
 	}
-	if open, err := n.drop(a); !open || err != nil {
-		t.Fatalf("drop(a) = %v, %v", open, err)
+	log = nil
+	for _, e := range []*nlPinhole{long, longer} {
+		if open, err := n.drop(e); !open || err != nil {
+			t.Fatalf("drop = %v, %v", open, err)
+		}
 	}
 	if len(log) != 0 {
-		t.Errorf("closing the first holder asked the kernel %q, want nothing", log)
+		t.Errorf("closing two of three holders asked the kernel %q, want nothing", log)
 	}
-	if open, err := n.drop(b); !open || err != nil {
-		t.Fatalf("drop(b) = %v, %v", open, err)
+	if open, err := n.drop(short); !open || err != nil {
+		t.Fatalf("drop(short) = %v, %v", open, err)
 	}
 	if want := []string{"del own", "del shared"}; !slices.Equal(log, want) {
 		t.Errorf("closing the last holder asked the kernel %q, want %q", log, want)
 	}
-	if open, _ := n.drop(b); open {
+	if open, _ := n.drop(short); open {
 		t.Error("drop of a closed pinhole reported it open")
 	}
 	if len(n.refs) != 0 || len(n.open) != 0 {
 		t.Errorf("books not empty: refs %v, open %d", n.refs, len(n.open))
+	}
+}
+
+// TestMissingFeature: what counts as "the kernel has no such thing".
+func TestMissingFeature(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("creating ipset: %w", syscall.EINVAL), true}, // nfnetlink without the ipset subsystem
+		{fmt.Errorf("nft: %w", syscall.EOPNOTSUPP), true},
+		{fmt.Errorf("ipset: %w", nl.IPSetError(nl.IPSET_ERR_FIND_TYPE)), true},
+		{fmt.Errorf("socket: %w", syscall.EPERM), true},
+		{fmt.Errorf("ipset: %w", nl.IPSetError(nl.IPSET_ERR_REFERENCED)), false}, // in use: a real error
+		{errors.New("exit status 4: Another app is currently holding the xtables lock"), false},
+	} {
+		if got := missingFeature(tc.err); got != tc.want {
+			t.Errorf("missingFeature(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 
@@ -168,7 +203,7 @@ func TestInstallRollsBack(t *testing.T) {
 	if !errors.Is(err, refused) {
 		t.Fatalf("install = %v, want the kernel's error", err)
 	}
-	if want := []string{"add filter", "add dnat", "del filter"}; !slices.Equal(log, want) {
+	if want := []string{"add filter 1s", "add dnat 1s", "del filter"}; !slices.Equal(log, want) {
 		t.Errorf("kernel asked %q, want %q", log, want)
 	}
 	if len(n.refs) != 0 || len(n.open) != 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -30,11 +31,16 @@ import (
 //		}
 //		chain postrouting {
 //			type nat hook postrouting priority srcnat - 10; policy accept;
-//			meta l4proto tcp snat ip to ip saddr . ip daddr . tcp dport map @snat_to
+//			ct status dnat meta l4proto tcp snat ip to ip saddr . ip daddr . tcp dport map @snat_to
 //		}
 //	}
 //
-// and likewise `table ip6 NAME` with ipv6_addr. The chains run just before
+// and likewise `table ip6 NAME` with ipv6_addr. snat_to is keyed by the
+// destination after the DNAT, and applies only to connections that were
+// destination-NATed (ct status dnat). It does not compare the original
+// destination, as the iptables backend's SNAT rule does: nft 1.0 cannot
+// list a rule that concatenates "ct original daddr" (it aborts), and the
+// operator's tools must be able to read every rule. The chains run just before
 // iptables' nat chains (priority -100 and 100), whichever variant the
 // operator uses: the kernel consults nat chains in priority order and stops
 // at the first that sets up a mapping for the connection, so a pinhole's
@@ -46,8 +52,8 @@ import (
 type natMaps struct {
 	table string
 
-	mu   sync.Mutex // serializes batches on conn
-	conn *nftables.Conn
+	mu   sync.Mutex     // serializes batches on conn, and guards conn
+	conn *nftables.Conn // a lasting netlink socket for element batches; nil until connect
 	v4   *natFamily
 	v6   *natFamily // nil if IPv6 is not managed
 }
@@ -70,17 +76,28 @@ const (
 
 // newNATMaps prepares the maps of table name, for IPv6 too if v6. It does
 // not touch the kernel.
-func newNATMaps(name string, v6 bool) (*natMaps, error) {
-	conn, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
-	}
-	m := &natMaps{table: name, conn: conn,
+func newNATMaps(name string, v6 bool) *natMaps {
+	m := &natMaps{table: name,
 		v4: newNATFamily(name, nftables.TableFamilyIPv4, nftables.TypeIPAddr, 4, 12, 16)}
 	if v6 {
 		m.v6 = newNATFamily(name, nftables.TableFamilyIPv6, nftables.TypeIP6Addr, 16, 8, 24)
 	}
-	return m, nil
+	return m
+}
+
+// connect opens the lasting netlink socket, if it is not open.
+func (m *natMaps) connect() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn != nil {
+		return nil
+	}
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	m.conn = conn
+	return nil
 }
 
 func newNATFamily(name string, fam nftables.TableFamily, addr nftables.SetDatatype, addrLen, saddrOff, daddrOff uint32) *natFamily {
@@ -109,27 +126,52 @@ func (m *natMaps) families() []*natFamily {
 	return []*natFamily{m.v4, m.v6}
 }
 
-// close releases the netlink socket.
+// close releases the netlink socket; connect opens a new one.
 func (m *natMaps) close() error {
-	return m.conn.CloseLasting()
-}
-
-// flush sends the batch built by add under m.mu.
-func (m *natMaps) flush(add func(c *nftables.Conn) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := add(m.conn); err != nil {
-		_ = m.conn.Flush() // drop what was queued; a failed batch changes nothing
+	if m.conn == nil {
+		return nil
+	}
+	err := m.conn.CloseLasting()
+	m.conn = nil
+	return err
+}
+
+// flush sends, as one batch on the lasting socket, what build queues;
+// the kernel applies a batch entirely or not at all. build must queue
+// nothing when it fails (SetAddElements and SetDeleteElements fail before
+// they queue).
+func (m *natMaps) flush(build func(c *nftables.Conn) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn == nil {
+		return errors.New("nftables netlink socket not open")
+	}
+	if err := build(m.conn); err != nil {
 		return err
 	}
 	return m.conn.Flush()
+}
+
+// batch sends, as one batch on a socket of its own, what build queues; if
+// build fails, nothing is sent.
+func batch(build func(c *nftables.Conn) error) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	if err := build(c); err != nil {
+		return err
+	}
+	return c.Flush()
 }
 
 // setup replaces the tables with empty ones, in one batch per family:
 // whatever a crashed run left goes with the old table.
 func (m *natMaps) setup() error {
 	for _, f := range m.families() {
-		err := m.flush(func(c *nftables.Conn) error {
+		err := batch(func(c *nftables.Conn) error {
 			// add table (a no-op if it exists); delete table; add table:
 			// the nft idiom for "replace", atomic in one batch.
 			c.AddTable(f.table)
@@ -149,8 +191,8 @@ func (m *natMaps) setup() error {
 					RegAddrMin: 1, RegProtoMin: f.portReg(), Specified: true})})
 			c.AddRule(&nftables.Rule{Table: f.table, Chain: pre, Exprs: f.lookup(f.redirect,
 				&expr.Redir{RegisterProtoMin: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})})
-			c.AddRule(&nftables.Rule{Table: f.table, Chain: post, Exprs: f.lookup(f.snat,
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.table.Family), RegAddrMin: 1})})
+			c.AddRule(&nftables.Rule{Table: f.table, Chain: post, Exprs: append(destinationNATed(), f.lookup(f.snat,
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.table.Family), RegAddrMin: 1})...)})
 			return nil
 		})
 		if err != nil {
@@ -161,11 +203,12 @@ func (m *natMaps) setup() error {
 }
 
 // teardown deletes the tables, with every element; a table that does not
-// exist is not an error.
-func (m *natMaps) teardown() error {
+// exist is not an error. It returns one error per table it could not
+// delete.
+func (m *natMaps) teardown() []error {
 	var errs []error
 	for _, f := range m.families() {
-		err := m.flush(func(c *nftables.Conn) error {
+		err := batch(func(c *nftables.Conn) error {
 			c.AddTable(f.table)
 			c.DelTable(f.table)
 			return nil
@@ -174,7 +217,7 @@ func (m *natMaps) teardown() error {
 			errs = append(errs, fmt.Errorf("deleting nftables table %s %s: %w", familyName(f.table.Family), m.table, err))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // lookup is the rule body that loads (saddr . daddr . tcp dport) into
@@ -198,6 +241,20 @@ func (f *natFamily) lookup(s *nftables.Set, then expr.Any) []expr.Any {
 		then,
 	}
 }
+
+// destinationNATed is the match "ct status dnat": the connection's
+// destination was rewritten (IPS_DST_NAT, in host byte order).
+func destinationNATed() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ipsDstNAT is conntrack's IPS_DST_NAT status bit.
+const ipsDstNAT = 1 << 5
 
 // portReg is the 32-bit register that holds the port of a looked-up
 // address . port value: right after the address.
@@ -248,11 +305,24 @@ func (m *natMaps) natElements(p Pinhole) ([]natElement, error) {
 }
 
 // add adds one element that the kernel deletes after ttl (at least 1ms).
-func (m *natMaps) add(e natElement, ttl time.Duration) error {
+// If refresh is set the element may exist already, and its timeout is
+// restarted: adding an existing element leaves its timeout alone, so it
+// is deleted and added again in one batch.
+func (m *natMaps) add(e natElement, ttl time.Duration, refresh bool) error {
 	ttl = max(ttl, time.Millisecond)
-	err := m.flush(func(c *nftables.Conn) error {
-		return c.SetAddElements(e.set, []nftables.SetElement{{Key: e.key, Val: e.val, Timeout: ttl}})
-	})
+	el := []nftables.SetElement{{Key: e.key, Val: e.val, Timeout: ttl}}
+	var err error
+	if refresh {
+		err = m.flush(func(c *nftables.Conn) error {
+			if err := c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.key}}); err != nil {
+				return err
+			}
+			return c.SetAddElements(e.set, el)
+		})
+	}
+	if !refresh || errors.Is(err, syscall.ENOENT) { // ENOENT: it expired just now
+		err = m.flush(func(c *nftables.Conn) error { return c.SetAddElements(e.set, el) })
+	}
 	if err != nil {
 		return fmt.Errorf("adding element to map %s %s %s: %w", familyName(e.set.Table.Family), m.table, e.set.Name, err)
 	}

@@ -148,7 +148,7 @@ func (fw *firewall) stop() error {
 	defer cancel()
 	var err error
 	if fw.nl != nil {
-		err = fw.nl.Stop(ctx)
+		err = errors.Join(fw.nl.Stop(ctx), fw.nl.Close())
 	} else {
 		err = fw.ipt.Stop(ctx)
 	}
@@ -213,7 +213,7 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := fw.nl.Cleanup(ctx); err != nil {
+	if err := errors.Join(fw.nl.Cleanup(ctx), fw.nl.Close()); err != nil {
 		fmt.Fprintf(stderr, "ftpgate cleanup: %v\n", err)
 		return 1
 	}
