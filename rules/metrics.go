@@ -30,9 +30,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ftpgate_pinhole_op_duration_seconds",
 			Help: "Time to open or close one pinhole in the firewall, waiting for the lock included.",
-			// 0.5ms to 1.024s: one fork+exec of iptables is a few ms,
-			// a contended xtables lock or a large legacy table far more.
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
+			// 10µs to 1.3s: a netlink element takes tens of µs, one
+			// fork+exec of iptables a few ms, a contended xtables lock
+			// or a large table far more (docs/pinholes.md).
+			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 18),
 		}, []string{"op"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ftpgate_pinholes_active",
