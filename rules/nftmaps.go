@@ -62,7 +62,6 @@ type natMaps struct {
 type natFamily struct {
 	table                 *nftables.Table
 	dnat, redirect, snat  *nftables.Set
-	addrType              nftables.SetDatatype
 	addrLen               uint32 // bytes of an address
 	saddrOffset, daddrOff uint32 // in the network header
 }
@@ -78,9 +77,9 @@ const (
 // not touch the kernel.
 func newNATMaps(name string, v6 bool) *natMaps {
 	m := &natMaps{table: name,
-		v4: newNATFamily(name, nftables.TableFamilyIPv4, nftables.TypeIPAddr, 4, 12, 16)}
+		v4: newNATFamily(name, nftables.TableFamilyIPv4, nftables.TypeIPAddr, 12, 16)}
 	if v6 {
-		m.v6 = newNATFamily(name, nftables.TableFamilyIPv6, nftables.TypeIP6Addr, 16, 8, 24)
+		m.v6 = newNATFamily(name, nftables.TableFamilyIPv6, nftables.TypeIP6Addr, 8, 24)
 	}
 	return m
 }
@@ -100,7 +99,9 @@ func (m *natMaps) connect() error {
 	return nil
 }
 
-func newNATFamily(name string, fam nftables.TableFamily, addr nftables.SetDatatype, addrLen, saddrOff, daddrOff uint32) *natFamily {
+// newNATFamily describes the table and maps of one family, whose addresses
+// are of type addr and sit at saddrOff and daddrOff in the network header.
+func newNATFamily(name string, fam nftables.TableFamily, addr nftables.SetDatatype, saddrOff, daddrOff uint32) *natFamily {
 	t := &nftables.Table{Name: name, Family: fam}
 	key := nftables.MustConcatSetType(addr, addr, nftables.TypeInetService)
 	set := func(name string, data nftables.SetDatatype) *nftables.Set {
@@ -112,8 +113,7 @@ func newNATFamily(name string, fam nftables.TableFamily, addr nftables.SetDataty
 		dnat:        set(mapDNAT, nftables.MustConcatSetType(addr, nftables.TypeInetService)),
 		redirect:    set(mapRedirect, nftables.TypeInetService),
 		snat:        set(mapSNAT, addr),
-		addrType:    addr,
-		addrLen:     addrLen,
+		addrLen:     addr.Bytes,
 		saddrOffset: saddrOff, daddrOff: daddrOff,
 	}
 }
@@ -188,7 +188,7 @@ func (m *natMaps) setup() error {
 				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(90)})
 			c.AddRule(&nftables.Rule{Table: f.table, Chain: pre, Exprs: f.lookup(f.dnat,
 				&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.table.Family),
-					RegAddrMin: 1, RegProtoMin: f.portReg(), Specified: true})})
+					RegAddrMin: 1, RegProtoMin: f.valuePortReg(), Specified: true})})
 			c.AddRule(&nftables.Rule{Table: f.table, Chain: pre, Exprs: f.lookup(f.redirect,
 				&expr.Redir{RegisterProtoMin: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})})
 			c.AddRule(&nftables.Rule{Table: f.table, Chain: post, Exprs: append(destinationNATed(), f.lookup(f.snat,
@@ -230,13 +230,13 @@ func (f *natFamily) lookup(s *nftables.Set, then expr.Any) []expr.Any {
 	// one, an IPv6 address four.
 	words := f.addrLen / 4
 	daddrReg := 8 + words
-	portReg := 8 + 2*words
+	dportReg := 8 + 2*words
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Payload{DestRegister: 8, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOffset, Len: f.addrLen},
 		&expr.Payload{DestRegister: daddrReg, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
-		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 8, SetName: s.Name, SetID: s.ID, IsDestRegSet: true, DestRegister: 1},
 		then,
 	}
@@ -256,9 +256,9 @@ func destinationNATed() []expr.Any {
 // ipsDstNAT is conntrack's IPS_DST_NAT status bit.
 const ipsDstNAT = 1 << 5
 
-// portReg is the 32-bit register that holds the port of a looked-up
+// valuePortReg is the 32-bit register that holds the port of a looked-up
 // address . port value: right after the address.
-func (f *natFamily) portReg() uint32 { return 8 + f.addrLen/4 }
+func (f *natFamily) valuePortReg() uint32 { return 8 + f.addrLen/4 }
 
 // natElement is one element to add to or delete from a map.
 type natElement struct {
