@@ -59,6 +59,13 @@ var (
 	thief6 = netip.MustParseAddr("2001:db8::3")
 )
 
+// testFamilies are the addresses on lo, by family, for tests that run once
+// per family.
+var testFamilies = []struct {
+	name            string
+	gw, peer, thief netip.Addr
+}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}}
+
 func TestMain(m *testing.M) {
 	if err := isolated(); err != nil {
 		fmt.Fprintf(os.Stderr, "rules integration tests refuse to run: %v\n"+
@@ -230,16 +237,25 @@ func needBinaries(tb testing.TB, v variant) {
 // It is stopped when the test ends unless crash is set.
 func newBackend(tb testing.TB, v variant, cfg IPTablesConfig, crash bool) *IPTables {
 	tb.Helper()
+	return newTestBackend(tb, v, cfg, crash, NewIPTables)
+}
+
+// newTestBackend builds a backend with build, on v's binaries and a debug
+// logger whose output is shown if the test fails, and stops it when the
+// test ends unless crash is set.
+func newTestBackend[B interface{ Stop(context.Context) error }](tb testing.TB, v variant, cfg IPTablesConfig, crash bool,
+	build func(IPTablesConfig) (B, error)) B {
+	tb.Helper()
 	logs := &syncBuffer{}
 	cfg.Path, cfg.Path6 = v.v4, v.v6
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ipt, err := NewIPTables(cfg)
+	b, err := build(cfg)
 	if err != nil {
-		tb.Fatalf("NewIPTables: %v", err)
+		tb.Fatalf("building the backend: %v", err)
 	}
 	tb.Cleanup(func() {
 		if !crash {
-			if err := ipt.Stop(context.Background()); err != nil {
+			if err := b.Stop(context.Background()); err != nil {
 				tb.Errorf("Stop: %v", err)
 			}
 		}
@@ -247,7 +263,7 @@ func newBackend(tb testing.TB, v variant, cfg IPTablesConfig, crash bool) *IPTab
 			tb.Logf("backend logs:\n%s", logs)
 		}
 	})
-	return ipt
+	return b
 }
 
 func start(tb testing.TB, ipt *IPTables, ctx context.Context) {
@@ -491,10 +507,7 @@ func statefulInput(t *testing.T, v variant) {
 // of ph admits exactly the connection it names, and nothing after it
 // closed.
 func testConnection(t *testing.T, ph Pinholer) {
-	for _, fam := range []struct {
-		name            string
-		gw, peer, thief netip.Addr
-	}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}} {
+	for _, fam := range testFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			dst := echoServer(t, fam.gw)
 			other := echoServer(t, fam.gw)

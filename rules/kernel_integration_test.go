@@ -321,10 +321,7 @@ func TestIntegrationConntrack(t *testing.T) {
 		})
 
 		c := newTestConntrack(t)
-		for _, fam := range []struct {
-			name            string
-			gw, peer, thief netip.Addr
-		}{{"IPv4", gw4, peer4, thief4}, {"IPv6", gw6, peer6, thief6}} {
+		for _, fam := range testFamilies {
 			t.Run(fam.name, func(t *testing.T) {
 				dst := echoServer(t, fam.gw)
 				other := echoServer(t, fam.gw)

@@ -10,7 +10,6 @@ package rules
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -47,27 +46,11 @@ func forEachNetlinkVariant(t *testing.T, f func(t *testing.T, v variant)) {
 	})
 }
 
-// newNetlink makes a Netlink for v; its logs are shown if the test fails. It
-// is stopped when the test ends unless crash is set.
+// newNetlink makes and starts a Netlink for v; its logs are shown if the
+// test fails. It is stopped when the test ends unless crash is set.
 func newNetlink(tb testing.TB, v variant, cfg IPTablesConfig, crash bool) *Netlink {
 	tb.Helper()
-	logs := &syncBuffer{}
-	cfg.Path, cfg.Path6 = v.v4, v.v6
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n, err := NewNetlink(cfg)
-	if err != nil {
-		tb.Fatalf("NewNetlink: %v", err)
-	}
-	tb.Cleanup(func() {
-		if !crash {
-			if err := n.Stop(context.Background()); err != nil {
-				tb.Errorf("Stop: %v", err)
-			}
-		}
-		if tb.Failed() {
-			tb.Logf("backend logs:\n%s", logs)
-		}
-	})
+	n := newTestBackend(tb, v, cfg, crash, NewNetlink)
 	if err := n.Start(tb.Context()); err != nil {
 		tb.Fatalf("Start: %v", err)
 	}
