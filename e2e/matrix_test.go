@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,6 +86,11 @@ func matrix(t *testing.T, backend string) {
 	// pinhole removed then, not at a timeout.
 	if n, want := strings.Count(gw.Stderr.String(), "outcome=forwarded"), kernelCells; n < want {
 		t.Errorf("%d kernel-path transfers seen forwarded, want %d", n, want)
+		for line := range strings.Lines(gw.Stderr.String()) {
+			if strings.Contains(line, "path=kernel") && !strings.Contains(line, "outcome=forwarded") {
+				t.Logf("not forwarded: %s", strings.TrimSpace(line))
+			}
+		}
 	}
 }
 
@@ -241,4 +247,46 @@ func tail(s string, n int) string {
 		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestKernelPathBurst opens many kernel-path data connections at once:
+// short listings from concurrent sessions, each over within milliseconds,
+// so that sessions end while their connection's conntrack event may still
+// be queued. Every transfer must be logged forwarded, seen by the event or,
+// when it came too late, by a lookup in the conntrack table; and no
+// pinhole may be left.
+func TestKernelPathBurst(t *testing.T) {
+	gw := startFtpgate(t, matrixConfig(defaultBackend), portKernel)
+	waitLog(t, gw, "firewall backend "+defaultBackend+":", 1)
+	const rounds, width = 4, 16
+	clients := []netlab.Client{netlab.ClientByName("ftplib passive"), netlab.ClientByName("curl EPSV")}
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, width)
+		for i := range width {
+			c := clients[i%len(clients)]
+			wg.Go(func() {
+				if cell := net4.Do(c, netlab.GatewayOut, portKernel, netlab.OpList); cell.Err != nil {
+					errs <- fmt.Errorf("round %d, %s: %w\n%s", round, c.Name, cell.Err, tail(cell.Log, 20))
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+	waitNoPinholes(t)
+	log := gw.Stderr.String()
+	forwarded, byLookup := strings.Count(log, "outcome=forwarded"), strings.Count(log, "seen_by=lookup")
+	if want := rounds * width; forwarded != want {
+		t.Errorf("%d kernel-path transfers logged forwarded, want %d", forwarded, want)
+		for line := range strings.Lines(log) {
+			if strings.Contains(line, "path=kernel") && !strings.Contains(line, "outcome=forwarded") {
+				t.Logf("not forwarded: %s", strings.TrimSpace(line))
+			}
+		}
+	}
+	t.Logf("%d transfers forwarded, %d of them found by a conntrack lookup (event late or lost)", forwarded, byLookup)
 }

@@ -24,10 +24,14 @@ const maxStrangers = 16
 // has seen its connection, for a retransmitted SYN.
 const kernelPinholeGrace = 2 * time.Second
 
+// kernelLookupTimeout bounds the lookup in the conntrack table of a
+// kernel-path connection whose event did not come in time.
+const kernelLookupTimeout = 5 * time.Second
+
 // dataPort is a port that ftpgate announced for one data connection: taken
 // from a pool, with the firewall pinhole that admits the one expected
 // connection to it and, on the relay path, ftpgate's listener on it. On the
-// kernel path, done (if a ConnectionWatcher is set) is closed once the
+// kernel path, watch (if a ConnectionWatcher is set) reports when the
 // kernel has seen the connection. Close removes the pinhole, closes the
 // listener and returns the port; the session's teardown closes every
 // dataPort still open.
@@ -38,8 +42,7 @@ type dataPort struct {
 	ln           *net.TCPListener // nil on the kernel path
 	pinhole      rules.Pinhole    // zero if no firewall is managed
 	closePinhole func(context.Context) error
-	done         <-chan struct{} // nil if nothing watches the kernel
-	stopWatch    func()
+	watch        ExpectedConnection // nil if nothing watches the kernel
 	once         sync.Once
 }
 
@@ -89,12 +92,12 @@ func (dp *dataPort) openPinhole(p rules.Pinhole) error {
 	}
 	p.Session, p.Seq = ss.id, int(ss.pinholeSeq.Add(1))
 	if dp.ln == nil && ss.srv.Connections != nil {
-		dp.done, dp.stopWatch = ss.srv.Connections.Expect(p.From, p.To)
+		dp.watch = ss.srv.Connections.Expect(p.From, p.To, p.DNATTo)
 	}
 	closeFn, err := ss.srv.Pinholes.Open(ss.ctx, p)
 	if err != nil {
-		if dp.stopWatch != nil {
-			dp.stopWatch()
+		if dp.watch != nil {
+			dp.watch.Cancel()
 		}
 		return fmt.Errorf("opening pinhole %s: %w", p, err)
 	}
@@ -109,8 +112,8 @@ func (dp *dataPort) Close() {
 		if dp.ln != nil {
 			dp.ln.Close()
 		}
-		if dp.stopWatch != nil {
-			dp.stopWatch()
+		if dp.watch != nil {
+			dp.watch.Cancel()
 		}
 		if dp.closePinhole != nil {
 			// The session may be ending: removal must still happen.
@@ -279,19 +282,20 @@ func (l *dataLink) run() {
 // flow), the link times out, or it is replaced or its session ends. Then it
 // logs the transfer line, without byte counts: the data never entered
 // ftpgate.
+//
+// The kernel reports the connection asynchronously: a short transfer can
+// be over, and its session ended, before the event has been read. So a
+// link that a transfer command used and that ends without the event asks
+// the conntrack table whether the connection was made.
 func (l *dataLink) watchKernel() {
 	ss := l.ss
-	var connected bool
-	select {
-	case <-l.kernel.done: // nil (never ready) when nothing watches the kernel
-		connected = true
+	w := l.kernel.watch
+	seen := l.waitKernelEvent(w)
+	if seen {
 		ss.mu.Lock()
 		l.establishedLocked()
 		l.timer.Stop()
 		ss.mu.Unlock()
-	case <-l.ctx.Done():
-	}
-	if connected {
 		// The first SYN created the conntrack entry; if it or its answer is
 		// lost, the retransmitted SYN is still NEW and needs the pinhole.
 		select {
@@ -300,7 +304,7 @@ func (l *dataLink) watchKernel() {
 		}
 	}
 	l.kernel.Close()
-	if connected {
+	if seen {
 		// The connection may come before the transfer command.
 		select {
 		case <-l.used:
@@ -310,10 +314,26 @@ func (l *dataLink) watchKernel() {
 	ss.mu.Lock()
 	cmd := l.command
 	ss.mu.Unlock()
+	seenBy := "event"
+	if !seen && cmd != "" && w != nil {
+		// Detached from the link's context, which is done: the lookup
+		// decides what the transfer line says.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), kernelLookupTimeout)
+		found, err := w.Lookup(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			ss.log.Warn("looking up a kernel-path data connection in the conntrack table", "link", l.id, "err", err)
+		case found:
+			seen, seenBy = true, "lookup"
+			ss.log.Info("kernel-path data connection found in the conntrack table: its event came late or was lost",
+				"link", l.id, "pinhole", l.kernel.pinhole.String())
+		}
+	}
 	switch {
-	case connected:
+	case seen:
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
-			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded")
+			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded", "seen_by", seenBy)
 		ss.srv.Metrics.dataConnection(KernelPath, "forwarded", 0, 0)
 	case cmd != "":
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
@@ -322,6 +342,34 @@ func (l *dataLink) watchKernel() {
 	default:
 		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
 	}
+}
+
+// waitKernelEvent waits until w reports the link's connection (true) or the
+// link ends (false). Without a watcher, or once watching failed (logged:
+// an error is never taken for a connection), the pinholes stay until the
+// link ends.
+func (l *dataLink) waitKernelEvent(w ExpectedConnection) bool {
+	if w == nil {
+		<-l.ctx.Done()
+		return false
+	}
+	select {
+	case <-w.Done():
+	case <-l.ctx.Done():
+		// When both are ready select picks either: an event that came as
+		// the link ended still counts.
+		select {
+		case <-w.Done():
+		default:
+			return false
+		}
+	}
+	if err := w.Err(); err != nil {
+		l.ss.log.Warn("watching conntrack failed: the kernel-path pinhole stays until the link ends", "link", l.id, "err", err)
+		<-l.ctx.Done()
+		return false
+	}
+	return true
 }
 
 // establish obtains both ends concurrently. If either fails, the other is

@@ -242,12 +242,31 @@ type Server struct {
 	sessions map[*session]struct{}
 }
 
-// ConnectionWatcher reports new connections that the kernel forwards.
+// ConnectionWatcher reports the connections that the kernel forwards on
+// the kernel data path (rules.Conntrack).
 type ConnectionWatcher interface {
-	// Expect registers interest in the next TCP connection from from to to
-	// (its destination before any NAT). done is closed when it has been
-	// seen; cancel unregisters and must always be called.
-	Expect(from netip.Addr, to netip.AddrPort) (done <-chan struct{}, cancel func())
+	// Expect registers interest in the next TCP connection from from to
+	// to (its destination before any NAT) that is delivered to via (its
+	// DNAT target). Call it before the pinhole opens; always Cancel what
+	// it returns.
+	Expect(from netip.Addr, to, via netip.AddrPort) ExpectedConnection
+}
+
+// ExpectedConnection is one connection that a ConnectionWatcher looks out
+// for (*rules.Expectation).
+type ExpectedConnection interface {
+	// Done is closed when the connection has been seen, or when watching
+	// failed: then Err says why.
+	Done() <-chan struct{}
+	// Err is nil while Done is open and once the connection was seen.
+	Err() error
+	// Lookup asks the kernel's connection table whether the connection
+	// has been made, for when Done did not close in time: the kernel's
+	// events are asynchronous, so they can be late, and lost when the
+	// watcher falls behind.
+	Lookup(ctx context.Context) (bool, error)
+	// Cancel unregisters; idempotent.
+	Cancel()
 }
 
 // Serve accepts control connections on ln and runs one session for each

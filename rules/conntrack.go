@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrClosed is what an Expectation's Err wraps when its Conntrack was
@@ -17,20 +20,37 @@ var ErrClosed = errors.New("conntrack watcher closed")
 // overflowLogEvery bounds how often an overflowing event socket is logged.
 const overflowLogEvery = 10 * time.Second
 
-// newConn is a NEW event of a TCP connection, as the reader needs it.
+// reconcileEvery bounds how often the reader looks the pending
+// Expectations up in the connection table after the event socket
+// overflowed: each lookup walks the kernel's whole table.
+const reconcileEvery = time.Second
+
+// lookupTimeout bounds one lookup in the connection table when the caller's
+// context has no earlier deadline.
+const lookupTimeout = 5 * time.Second
+
+// newConn is a TCP connection as an event or a lookup in the kernel's
+// connection table reports it.
 type newConn struct {
-	key   expectKey // from the original tuple
-	sport uint16    // the source port, for logs
+	key   expectKey      // from the original tuple
+	sport uint16         // the source port, for logs
+	reply netip.AddrPort // the reply tuple's source: where the connection was delivered (its DNAT target), unmapped
 }
 
-// eventSource delivers the kernel's NEW events. The Linux implementation
-// reads a netlink socket (conntrack_linux.go); the unit tests use a fake.
+// eventSource delivers the kernel's NEW events and looks connections up in
+// its table. The Linux implementation uses two netlink sockets
+// (conntrack_linux.go); the unit tests use a fake.
 type eventSource interface {
 	// receive blocks until events arrive and returns the new TCP
 	// connections among them, possibly none. An error wrapping
 	// syscall.ENOBUFS means events were lost and more may follow; after
 	// Close, receive returns an error.
 	receive() ([]newConn, error)
+	// lookup returns the TCP connections in the kernel's table whose
+	// original tuple is from k.from (any port) to k.to, possibly among
+	// others; the caller matches them. It gives up when ctx is done. Safe
+	// for concurrent use with receive and with itself.
+	lookup(ctx context.Context, k expectKey) ([]newConn, error)
 	// Close closes the source and unblocks receive.
 	Close() error
 }
@@ -46,14 +66,23 @@ type eventSource interface {
 // through and conntrack confirmed the entry; a SYN that the firewall drops
 // makes no event. Conntrack zones are ignored.
 //
+// Events are asynchronous: the kernel queues a connection's event when its
+// first packet passes, and the reader goroutine takes it some time later.
+// An owner that gives up waiting (its session ended) must not conclude that
+// the connection was never made: Expectation.Lookup asks the kernel's
+// connection table instead, which is authoritative.
+//
 // The kernel reports every new connection in the namespace to the one
 // goroutine, FTP or not; if it falls behind and the socket overflows, the
-// events in between are lost (logged, at most every 10s), and the
-// Expectations they would have satisfied end by their owners' TTL.
+// events in between are lost (logged, at most every 10s, and counted in
+// ftpgate_conntrack_overflows_total). The reader then looks every pending
+// Expectation up in the connection table (at most once a second), so that
+// none waits for an event that will never come.
 type Conntrack struct {
-	log  *slog.Logger
-	src  eventSource
-	done chan struct{} // closed when the reader goroutine has returned
+	log     *slog.Logger
+	src     eventSource
+	metrics *conntrackMetrics
+	done    chan struct{} // closed when the reader goroutine has returned
 
 	mu     sync.Mutex
 	closed bool         // Close was called
@@ -61,9 +90,45 @@ type Conntrack struct {
 	exps   expectations // pending expectations
 }
 
+// conntrackMetrics count what the events missed.
+type conntrackMetrics struct {
+	overflows prometheus.Counter
+	lookups   *prometheus.CounterVec
+}
+
+// Values of the result label of ftpgate_conntrack_lookups_total.
+const (
+	lookupFound    = "found"
+	lookupNotFound = "not_found"
+	lookupFailed   = "failed"
+)
+
+// newConntrackMetrics creates the metrics and registers them on reg, or on
+// a private registry if reg is nil.
+func newConntrackMetrics(reg prometheus.Registerer) (*conntrackMetrics, error) {
+	m := &conntrackMetrics{
+		overflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ftpgate_conntrack_overflows_total",
+			Help: "Times the conntrack event socket overflowed and the kernel dropped events.",
+		}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpgate_conntrack_lookups_total",
+			Help: "Lookups of expected kernel-path data connections in the conntrack table, made when their event " +
+				"did not arrive in time (late or lost), by result: found means the event was missed.",
+		}, []string{"result"}),
+	}
+	if err := register(reg, "conntrack", m.overflows, m.lookups); err != nil {
+		return nil, err
+	}
+	for _, r := range []string{lookupFound, lookupNotFound, lookupFailed} {
+		m.lookups.WithLabelValues(r)
+	}
+	return m, nil
+}
+
 // newConntrack starts the reader on src.
-func newConntrack(log *slog.Logger, src eventSource) *Conntrack {
-	c := &Conntrack{log: log, src: src, done: make(chan struct{})}
+func newConntrack(log *slog.Logger, src eventSource, m *conntrackMetrics) *Conntrack {
+	c := &Conntrack{log: log, src: src, metrics: m, done: make(chan struct{})}
 	go c.readEvents()
 	return c
 }
@@ -95,18 +160,19 @@ func (c *Conntrack) Close() error {
 }
 
 // Expect registers interest in the next new TCP connection whose ORIGINAL tuple is from -> to (source address any port,
-// destination address and port exact). Register before the connection can happen (before the pinhole opens).
+// destination address and port exact) and, if via is valid, whose REPLY tuple comes from via (the connection was
+// delivered there: its DNAT target). Register before the connection can happen (before the pinhole opens).
 // Wait on the returned Expectation.
 //
 // The original tuple is the connection as its first packet arrived, before
 // any NAT: with a DNAT pinhole, to is the address the client dialled, not
-// the DNAT target. IPv4-mapped addresses are unmapped and zones ignored.
-// One connection satisfies one Expectation, the oldest registered for its
-// tuple. If from or to is invalid or unspecified, to has port 0, or the
-// two are of different families, the Expectation is done at once and its
-// Err wraps ErrInvalid.
-func (c *Conntrack) Expect(from netip.Addr, to netip.AddrPort) *Expectation {
-	e := &Expectation{c: c, key: newExpectKey(from, to), done: make(chan struct{})}
+// the DNAT target, which is via. IPv4-mapped addresses are unmapped and
+// zones ignored. One connection satisfies one Expectation, the oldest
+// registered for its tuple. If from or to is invalid or unspecified, to
+// has port 0, or the two are of different families, the Expectation is
+// done at once and its Err wraps ErrInvalid.
+func (c *Conntrack) Expect(from netip.Addr, to, via netip.AddrPort) *Expectation {
+	e := &Expectation{c: c, key: newExpectKey(from, to), via: unmapAddrPort(via), done: make(chan struct{})}
 	if err := e.key.check(); err != nil {
 		e.end(fmt.Errorf("expecting a connection %s -> %s: %w: %s", from, to, ErrInvalid, err))
 		return e
@@ -126,8 +192,9 @@ func (c *Conntrack) Expect(from netip.Addr, to netip.AddrPort) *Expectation {
 func (c *Conntrack) readEvents() {
 	defer close(c.done)
 	var (
-		overflows int       // since the last log line
-		lastLog   time.Time // of an overflow
+		overflows     int       // since the last log line
+		lastLog       time.Time // of an overflow
+		lastReconcile time.Time
 	)
 	for {
 		conns, err := c.src.receive()
@@ -140,11 +207,17 @@ func (c *Conntrack) readEvents() {
 			}
 			if errors.Is(err, syscall.ENOBUFS) {
 				// The kernel dropped events: the socket's buffer was full.
-				// The dropped ones' Expectations end by their owners' TTL.
+				// The connections they reported are in its table.
+				c.metrics.overflows.Inc()
 				overflows++
 				if now := time.Now(); now.Sub(lastLog) >= overflowLogEvery {
-					c.log.Warn("conntrack event socket overflowed, events lost", "times", overflows, "err", err)
+					c.log.Warn("conntrack event socket overflowed, events lost: looking pending connections up in the conntrack table",
+						"times", overflows, "err", err)
 					overflows, lastLog = 0, now
+				}
+				if time.Since(lastReconcile) >= reconcileEvery {
+					c.reconcile()
+					lastReconcile = time.Now()
 				}
 				continue
 			}
@@ -169,20 +242,77 @@ func (c *Conntrack) fail(err error) {
 // seen satisfies the oldest Expectation that nc matches, if any.
 func (c *Conntrack) seen(nc newConn) {
 	c.mu.Lock()
-	e := c.exps.take(nc.key)
+	e := c.exps.take(nc)
 	if e != nil {
 		e.end(nil)
 	}
 	c.mu.Unlock()
 	if e != nil {
-		c.log.Debug("expected connection seen", "from", nc.key.from, "sport", nc.sport, "to", nc.key.to)
+		c.log.Debug("expected connection seen", "from", nc.key.from, "sport", nc.sport, "to", nc.key.to, "via", nc.reply)
 	}
+}
+
+// reconcile looks every pending Expectation up in the connection table,
+// after events were lost, and satisfies those whose connection is there.
+// It runs in the reader goroutine.
+func (c *Conntrack) reconcile() {
+	c.mu.Lock()
+	var pending []*Expectation
+	for _, q := range c.exps.m {
+		pending = append(pending, q...)
+	}
+	c.mu.Unlock()
+	found := 0
+	for _, e := range pending {
+		ok, err := e.lookup(context.Background())
+		if err != nil {
+			c.log.Warn("looking up a pending connection after lost events", "from", e.key.from, "to", e.key.to, "err", err)
+			continue
+		}
+		if ok {
+			found++
+		}
+	}
+	if found > 0 {
+		c.log.Info("connections found in the conntrack table after lost events", "found", found, "pending", len(pending))
+	}
+}
+
+// lookup asks the connection table for a TCP connection that k and via
+// match, counting the result.
+func (c *Conntrack) lookup(ctx context.Context, k expectKey, via netip.AddrPort) (found bool, err error) {
+	defer func() {
+		switch {
+		case err != nil:
+			c.metrics.lookups.WithLabelValues(lookupFailed).Inc()
+		case found:
+			c.metrics.lookups.WithLabelValues(lookupFound).Inc()
+		default:
+			c.metrics.lookups.WithLabelValues(lookupNotFound).Inc()
+		}
+	}()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+	}
+	conns, err := c.src.lookup(ctx, k)
+	if err != nil {
+		return false, fmt.Errorf("looking up %s -> %s in the conntrack table: %w", k.from, k.to, err)
+	}
+	for _, nc := range conns {
+		if nc.key == k && viaMatches(via, nc) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Expectation is one registered interest.
 type Expectation struct {
 	c    *Conntrack
 	key  expectKey
+	via  netip.AddrPort // if valid, the reply tuple's source that a match needs
 	done chan struct{}
 	err  error // written once, before done is closed
 }
@@ -203,6 +333,48 @@ func (e *Expectation) Err() error {
 	default:
 		return nil
 	}
+}
+
+// Lookup reports whether the expected connection has been made, for an
+// owner that stops waiting on Done: events are delivered asynchronously
+// and may be late or lost (see Conntrack). It returns true at once if Done
+// is closed with a nil Err; otherwise it asks the kernel's connection
+// table for a TCP connection that e matches (made before or after Expect:
+// the table does not tell), and if there is one satisfies e, as an event
+// would have. Each lookup is counted in ftpgate_conntrack_lookups_total.
+// It works after Cancel, and after the Conntrack's reader failed, but not
+// after Close.
+func (e *Expectation) Lookup(ctx context.Context) (bool, error) {
+	select {
+	case <-e.done:
+		if e.err == nil {
+			return true, nil
+		}
+	default:
+	}
+	return e.lookup(ctx)
+}
+
+// lookup asks the table for e's connection and, if there is one, ends e
+// with a nil error if it is still pending.
+func (e *Expectation) lookup(ctx context.Context) (bool, error) {
+	c := e.c
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return false, fmt.Errorf("looking up %s -> %s: %w", e.key.from, e.key.to, ErrClosed)
+	}
+	found, err := c.lookup(ctx, e.key, e.via)
+	if err != nil || !found {
+		return false, err
+	}
+	c.mu.Lock()
+	if c.exps.remove(e) {
+		e.end(nil)
+	}
+	c.mu.Unlock()
+	return true, nil
 }
 
 // Cancel unregisters the expectation; idempotent. Always call it.
@@ -231,10 +403,22 @@ type expectKey struct {
 }
 
 func newExpectKey(from netip.Addr, to netip.AddrPort) expectKey {
-	return expectKey{
-		from: from.Unmap().WithZone(""),
-		to:   netip.AddrPortFrom(to.Addr().Unmap().WithZone(""), to.Port()),
+	return expectKey{from: from.Unmap().WithZone(""), to: unmapAddrPort(to)}
+}
+
+// unmapAddrPort returns ap with its address unmapped and without zone; the
+// zero AddrPort stays zero.
+func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {
+	if !ap.Addr().IsValid() {
+		return ap
 	}
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+}
+
+// viaMatches reports whether a connection nc satisfies the delivery
+// address via of an Expectation: any, if via is not valid.
+func viaMatches(via netip.AddrPort, nc newConn) bool {
+	return !via.Addr().IsValid() || nc.reply == via
 }
 
 // check reports why k can never match a connection.
@@ -279,17 +463,17 @@ func (x *expectations) remove(e *Expectation) bool {
 	return false
 }
 
-// take unregisters and returns the oldest Expectation pending for k, or
-// nil if there is none.
-func (x *expectations) take(k expectKey) *Expectation {
-	q := x.m[k]
-	if len(q) == 0 {
-		return nil
+// take unregisters and returns the oldest Expectation pending that nc
+// matches, or nil if there is none.
+func (x *expectations) take(nc newConn) *Expectation {
+	q := x.m[nc.key]
+	for i, e := range q {
+		if viaMatches(e.via, nc) {
+			x.set(nc.key, append(q[:i:i], q[i+1:]...))
+			return e
+		}
 	}
-	e := q[0]
-	q[0] = nil
-	x.set(k, q[1:])
-	return e
+	return nil
 }
 
 // set stores q for k, deleting k when q is empty.

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Addresses of the conntrack unit tests (198.18.0.0/15, 2001:db8::/32).
@@ -20,6 +24,8 @@ var (
 	ctDst4    = netip.MustParseAddrPort("198.18.7.1:40001")
 	ctClient6 = netip.MustParseAddr("2001:db8:7::2")
 	ctDst6    = netip.MustParseAddrPort("[2001:db8:7::1]:40001")
+	// noVia: an Expectation that any delivery address satisfies.
+	noVia = netip.AddrPort{}
 )
 
 func TestExpectKeyCheck(t *testing.T) {
@@ -72,17 +78,17 @@ func TestExpectations(t *testing.T) {
 		{ctDst4.Addr(), netip.AddrPortFrom(ctClient4, ctDst4.Port())},                     // the reverse
 	}
 	for _, k := range miss {
-		if e := x.take(k); e != nil {
+		if e := x.take(newConn{key: k}); e != nil {
 			t.Errorf("take(%v) = %v, want nil", k, e.key)
 		}
 	}
-	if e := x.take(expectKey{ctClient4, ctDst4}); e != a {
+	if e := x.take(newConn{key: expectKey{ctClient4, ctDst4}}); e != a {
 		t.Errorf("first take = %p, want the oldest (%p)", e, a)
 	}
-	if e := x.take(expectKey{ctClient4, ctDst4}); e != b {
+	if e := x.take(newConn{key: expectKey{ctClient4, ctDst4}}); e != b {
 		t.Errorf("second take = %p, want the next (%p)", e, b)
 	}
-	if e := x.take(expectKey{ctClient4, ctDst4}); e != nil {
+	if e := x.take(newConn{key: expectKey{ctClient4, ctDst4}}); e != nil {
 		t.Errorf("third take = %p, want nil: each Expectation is satisfied once", e)
 	}
 	if !x.remove(c) {
@@ -98,10 +104,10 @@ func TestExpectations(t *testing.T) {
 	// remove keeps the order of the others.
 	d, e, f := mk(ctClient4, ctDst4), mk(ctClient4, ctDst4), mk(ctClient4, ctDst4)
 	x.remove(e)
-	if got := x.take(expectKey{ctClient4, ctDst4}); got != d {
+	if got := x.take(newConn{key: expectKey{ctClient4, ctDst4}}); got != d {
 		t.Error("after removing the middle one, take did not return the oldest")
 	}
-	if got := x.take(expectKey{ctClient4, ctDst4}); got != f {
+	if got := x.take(newConn{key: expectKey{ctClient4, ctDst4}}); got != f {
 		t.Error("after removing the middle one, take did not return the youngest")
 	}
 
@@ -121,11 +127,17 @@ func TestExpectations(t *testing.T) {
 }
 
 // fakeSource is an eventSource that returns what the test sends it and,
-// once closed, an error like a closed socket's.
+// once closed, an error like a closed socket's. Its table is what lookup
+// searches.
 type fakeSource struct {
 	recv   chan fakeRecv
 	closed chan struct{}
 	once   sync.Once
+
+	mu        sync.Mutex
+	table     []newConn // the kernel's connections
+	lookupErr error     // returned by lookup if set
+	lookups   int
 }
 
 type fakeRecv struct {
@@ -144,6 +156,23 @@ func (f *fakeSource) receive() ([]newConn, error) {
 	case <-f.closed:
 		return nil, fmt.Errorf("netlink receive: %w", syscall.EBADF)
 	}
+}
+
+func (f *fakeSource) lookup(ctx context.Context, k expectKey) ([]newConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups++
+	if f.lookupErr != nil {
+		return nil, f.lookupErr
+	}
+	return append([]newConn(nil), f.table...), nil
+}
+
+// made adds connections to the fake kernel table, without an event.
+func (f *fakeSource) made(conns ...newConn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.table = append(f.table, conns...)
 }
 
 func (f *fakeSource) Close() error {
@@ -171,7 +200,7 @@ func testConntrack(t *testing.T) (*Conntrack, *fakeSource, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	src := newFakeSource()
-	c := newConntrack(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), src)
+	c := newConntrack(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), src, testConntrackMetrics(t))
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -209,9 +238,9 @@ func wantPending(t *testing.T, e *Expectation, what string) {
 // satisfies an Expectation.
 func TestConntrackEvents(t *testing.T) {
 	c, src, _ := testConntrack(t)
-	e4 := c.Expect(ctClient4, ctDst4)
+	e4 := c.Expect(ctClient4, ctDst4, noVia)
 	defer e4.Cancel()
-	e6 := c.Expect(netip.AddrFrom16(ctClient6.As16()), ctDst6)
+	e6 := c.Expect(netip.AddrFrom16(ctClient6.As16()), ctDst6, noVia)
 	defer e6.Cancel()
 
 	for _, m := range []struct {
@@ -242,7 +271,7 @@ func TestConntrackEvents(t *testing.T) {
 	e4.Cancel()
 
 	// Satisfied once each, oldest first.
-	first, second := c.Expect(ctClient4, ctDst4), c.Expect(ctClient4, ctDst4)
+	first, second := c.Expect(ctClient4, ctDst4, noVia), c.Expect(ctClient4, ctDst4, noVia)
 	defer first.Cancel()
 	defer second.Cancel()
 	src.send(t, []newConn{conn(netip.AddrPortFrom(ctClient4, 2), ctDst4)}, nil)
@@ -253,7 +282,7 @@ func TestConntrackEvents(t *testing.T) {
 
 func TestConntrackOverflow(t *testing.T) {
 	c, src, logs := testConntrack(t)
-	e := c.Expect(ctClient4, ctDst4)
+	e := c.Expect(ctClient4, ctDst4, noVia)
 	defer e.Cancel()
 	enobufs := fmt.Errorf("netlink receive: %w", syscall.ENOBUFS)
 	src.send(t, nil, enobufs)
@@ -270,14 +299,14 @@ func TestConntrackOverflow(t *testing.T) {
 
 func TestConntrackReaderFails(t *testing.T) {
 	c, src, _ := testConntrack(t)
-	e := c.Expect(ctClient4, ctDst4)
+	e := c.Expect(ctClient4, ctDst4, noVia)
 	defer e.Cancel()
 	src.send(t, nil, fmt.Errorf("netlink receive: %w", syscall.EBADMSG))
 	wantDone(t, e, "after a fatal error")
 	if err := e.Err(); !errors.Is(err, syscall.EBADMSG) {
 		t.Errorf("Err = %v, want the reader's error", err)
 	}
-	later := c.Expect(ctClient4, ctDst4)
+	later := c.Expect(ctClient4, ctDst4, noVia)
 	defer later.Cancel()
 	wantDone(t, later, "Expect after the reader failed")
 	if err := later.Err(); !errors.Is(err, syscall.EBADMSG) {
@@ -288,9 +317,9 @@ func TestConntrackReaderFails(t *testing.T) {
 func TestConntrackClose(t *testing.T) {
 	base := runtime.NumGoroutine()
 	src := newFakeSource()
-	c := newConntrack(slog.New(slog.DiscardHandler), src)
-	pending := c.Expect(ctClient4, ctDst4)
-	canceled := c.Expect(ctClient6, ctDst6)
+	c := newConntrack(slog.New(slog.DiscardHandler), src, testConntrackMetrics(t))
+	pending := c.Expect(ctClient4, ctDst4, noVia)
+	canceled := c.Expect(ctClient6, ctDst6, noVia)
 	canceled.Cancel()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -304,7 +333,7 @@ func TestConntrackClose(t *testing.T) {
 		t.Error("Close closed Done of a canceled Expectation")
 	default:
 	}
-	after := c.Expect(ctClient4, ctDst4)
+	after := c.Expect(ctClient4, ctDst4, noVia)
 	wantDone(t, after, "Expect after Close")
 	if err := after.Err(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Err = %v, want ErrClosed", err)
@@ -321,7 +350,7 @@ func TestConntrackClose(t *testing.T) {
 
 func TestConntrackExpectInvalid(t *testing.T) {
 	c, _, _ := testConntrack(t)
-	e := c.Expect(ctClient4, ctDst6)
+	e := c.Expect(ctClient4, ctDst6, noVia)
 	defer e.Cancel()
 	wantDone(t, e, "mixed families")
 	if err := e.Err(); !errors.Is(err, ErrInvalid) {
@@ -339,13 +368,13 @@ func TestConntrackExpectInvalid(t *testing.T) {
 // with -race).
 func TestConntrackConcurrent(t *testing.T) {
 	src := newFakeSource()
-	c := newConntrack(slog.New(slog.DiscardHandler), src)
+	c := newConntrack(slog.New(slog.DiscardHandler), src, testConntrackMetrics(t))
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
 			for j := range 50 {
 				to := netip.AddrPortFrom(ctDst4.Addr(), uint16(40000+i*100+j))
-				e := c.Expect(ctClient4, to)
+				e := c.Expect(ctClient4, to, noVia)
 				if j%2 == 0 {
 					e.Cancel()
 					continue
@@ -375,5 +404,143 @@ func waitGoroutines(n int) int {
 			return got
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testConntrackMetrics are conntrack metrics on a registry of the test's.
+func testConntrackMetrics(t *testing.T) *conntrackMetrics {
+	t.Helper()
+	m, err := newConntrackMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// lookups returns the counts of ftpgate_conntrack_lookups_total by result.
+func lookups(c *Conntrack) (found, notFound, failed float64) {
+	l := c.metrics.lookups
+	return testutil.ToFloat64(l.WithLabelValues(lookupFound)), testutil.ToFloat64(l.WithLabelValues(lookupNotFound)),
+		testutil.ToFloat64(l.WithLabelValues(lookupFailed))
+}
+
+// TestConntrackLateEvent is the race behind kernel-path transfers that
+// were logged as "pinhole closed" though the kernel had forwarded them: the
+// kernel queues a connection's event as its first packet passes, and the
+// reader takes it later. A short transfer can be over, and its session
+// ended, before that: the owner stops waiting with the event still in the
+// socket. Lookup asks the kernel's table instead, which already holds the
+// connection.
+func TestConntrackLateEvent(t *testing.T) {
+	c, src, _ := testConntrack(t)
+	dnatTo := netip.MustParseAddrPort("198.19.7.5:30000")
+	made := newConn{key: newExpectKey(ctClient4, ctDst4), sport: 50000, reply: dnatTo}
+
+	e := c.Expect(ctClient4, ctDst4, dnatTo)
+	src.made(made) // the connection is made; its event is not read yet
+	e.Cancel()     // the owner gives up
+	wantPending(t, e, "before the event was read")
+	found, err := e.Lookup(context.Background())
+	if err != nil || !found {
+		t.Fatalf("Lookup = %t, %v; want true: the table has the connection", found, err)
+	}
+	if f, nf, fail := lookups(c); f != 1 || nf != 0 || fail != 0 {
+		t.Errorf("lookups found/not_found/failed = %v/%v/%v, want 1/0/0", f, nf, fail)
+	}
+
+	// The late event satisfies no later Expectation of the same tuple
+	// that waits for another delivery address.
+	other := c.Expect(ctClient4, ctDst4, netip.MustParseAddrPort("198.19.7.5:30001"))
+	defer other.Cancel()
+	src.send(t, []newConn{made}, nil)
+	src.send(t, nil, nil)
+	wantPending(t, other, "an Expectation for another DNAT target, after the late event")
+
+	// Not in the table: from another source, or delivered elsewhere.
+	for _, tt := range []struct {
+		what      string
+		from      netip.Addr
+		to, via   netip.AddrPort
+		wantFound bool
+	}{
+		{"the same connection, any delivery address", ctClient4, ctDst4, noVia, true},
+		{"another source", ctOther4, ctDst4, dnatTo, false},
+		{"another destination port", ctClient4, netip.AddrPortFrom(ctDst4.Addr(), 40009), dnatTo, false},
+		{"another delivery address", ctClient4, ctDst4, netip.MustParseAddrPort("198.19.7.5:30001"), false},
+	} {
+		e := c.Expect(tt.from, tt.to, tt.via)
+		found, err := e.Lookup(context.Background())
+		e.Cancel()
+		if err != nil || found != tt.wantFound {
+			t.Errorf("%s: Lookup = %t, %v; want %t", tt.what, found, err, tt.wantFound)
+		}
+	}
+}
+
+// TestConntrackLookupSeen: an Expectation that an event satisfied needs no
+// lookup.
+func TestConntrackLookupSeen(t *testing.T) {
+	c, src, _ := testConntrack(t)
+	e := c.Expect(ctClient4, ctDst4, noVia)
+	defer e.Cancel()
+	src.send(t, []newConn{conn(netip.AddrPortFrom(ctClient4, 50000), ctDst4)}, nil)
+	wantDone(t, e, "the event")
+	if found, err := e.Lookup(context.Background()); !found || err != nil {
+		t.Errorf("Lookup after the event = %t, %v; want true", found, err)
+	}
+	if src.lookups != 0 {
+		t.Errorf("%d lookups in the table, want none", src.lookups)
+	}
+}
+
+// TestConntrackLookupFails: a failed lookup is an error, never "made".
+func TestConntrackLookupFails(t *testing.T) {
+	c, src, _ := testConntrack(t)
+	src.lookupErr = fmt.Errorf("netlink dump: %w", syscall.EPERM)
+	src.made(newConn{key: newExpectKey(ctClient4, ctDst4)})
+	e := c.Expect(ctClient4, ctDst4, noVia)
+	defer e.Cancel()
+	found, err := e.Lookup(context.Background())
+	if found || !errors.Is(err, syscall.EPERM) {
+		t.Errorf("Lookup = %t, %v; want false and the source's error", found, err)
+	}
+	if _, _, fail := lookups(c); fail != 1 {
+		t.Errorf("failed lookups = %v, want 1", fail)
+	}
+	wantPending(t, e, "after a failed lookup")
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := e.Lookup(context.Background()); found || !errors.Is(err, ErrClosed) {
+		t.Errorf("Lookup after Close = %t, %v; want ErrClosed", found, err)
+	}
+}
+
+// TestConntrackOverflowReconciles: after the socket overflowed, a pending
+// Expectation whose connection the kernel made (its event lost) is
+// satisfied from the table, without waiting for its owner.
+func TestConntrackOverflowReconciles(t *testing.T) {
+	c, src, logs := testConntrack(t)
+	lost := c.Expect(ctClient4, ctDst4, noVia)
+	defer lost.Cancel()
+	notYet := c.Expect(ctClient6, ctDst6, noVia)
+	defer notYet.Cancel()
+	src.made(conn(netip.AddrPortFrom(ctClient4, 50000), ctDst4))
+	src.send(t, nil, fmt.Errorf("netlink receive: %w", syscall.ENOBUFS))
+	wantDone(t, lost, "a connection whose event was lost")
+	if err := lost.Err(); err != nil {
+		t.Errorf("Err = %v", err)
+	}
+	src.send(t, nil, nil)
+	wantPending(t, notYet, "a connection not made yet")
+	if got := testutil.ToFloat64(c.metrics.overflows); got != 1 {
+		t.Errorf("ftpgate_conntrack_overflows_total = %v, want 1", got)
+	}
+	if f, nf, _ := lookups(c); f != 1 || nf != 1 {
+		t.Errorf("lookups found/not_found = %v/%v, want 1/1", f, nf)
+	}
+	if !strings.Contains(logs.String(), "found=1") {
+		t.Errorf("the recovery is not logged:\n%s", logs)
 	}
 }

@@ -9,6 +9,7 @@
 package rules
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -17,9 +18,12 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Destinations that no interface has: what a client dials before the
@@ -239,7 +243,7 @@ func TestIntegrationTransparentListenConfig(t *testing.T) {
 func newTestConntrack(t *testing.T) *Conntrack {
 	t.Helper()
 	logs := &syncBuffer{}
-	c, err := NewConntrack(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	c, err := NewConntrack(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
 		t.Fatalf("NewConntrack: %v", err)
 	}
@@ -296,12 +300,12 @@ func TestIntegrationConntrack(t *testing.T) {
 
 		t.Run("NoGoroutineLeft", func(t *testing.T) {
 			base := runtime.NumGoroutine()
-			c, err := NewConntrack(nil)
+			c, err := NewConntrack(nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := c.Expect(peer4, netip.AddrPortFrom(gw4, 40001))
-			pending := c.Expect(peer4, netip.AddrPortFrom(gw4, 40002))
+			e := c.Expect(peer4, netip.AddrPortFrom(gw4, 40001), noVia)
+			pending := c.Expect(peer4, netip.AddrPortFrom(gw4, 40002), noVia)
 			e.Cancel()
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
@@ -326,7 +330,7 @@ func TestIntegrationConntrack(t *testing.T) {
 				dst := echoServer(t, fam.gw)
 				other := echoServer(t, fam.gw)
 
-				e := c.Expect(fam.peer, dst)
+				e := c.Expect(fam.peer, dst, noVia)
 				defer e.Cancel()
 				connect(t, fam.thief, dst)
 				wantNotSeen(t, e, "a connection from another source")
@@ -336,7 +340,7 @@ func TestIntegrationConntrack(t *testing.T) {
 				wantSeen(t, e, "the expected connection")
 
 				// Satisfied once: a second one needs a second Expectation.
-				again := c.Expect(fam.peer, dst)
+				again := c.Expect(fam.peer, dst, noVia)
 				defer again.Cancel()
 				wantNotSeen(t, again, "no connection yet")
 				connect(t, fam.peer, dst)
@@ -349,13 +353,19 @@ func TestIntegrationConntrack(t *testing.T) {
 			pre := netip.AddrPortFrom(away4, 2000)
 			run(t, v.v4, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", pre.Addr().String(), "--dport", "2000",
 				"-j", "DNAT", "--to-destination", dst.String())
-			post := c.Expect(peer4, dst) // the DNAT target: not the original tuple
+			post := c.Expect(peer4, dst, noVia) // the DNAT target: not the original tuple
 			defer post.Cancel()
-			e := c.Expect(peer4, pre)
+			elsewhere := c.Expect(peer4, pre, netip.AddrPortFrom(gw4, dst.Port()+1)) // delivered elsewhere
+			defer elsewhere.Cancel()
+			e := c.Expect(peer4, pre, dst)
 			defer e.Cancel()
 			connect(t, peer4, pre)
-			wantSeen(t, e, "the connection to the pre-NAT destination")
+			wantSeen(t, e, "the connection to the pre-NAT destination, delivered to the DNAT target")
 			wantNotSeen(t, post, "the DNAT target")
+			wantNotSeen(t, elsewhere, "another delivery address")
+			if found, err := elsewhere.Lookup(context.Background()); found || err != nil {
+				t.Errorf("Lookup of another delivery address = %t, %v; want false", found, err)
+			}
 		})
 	})
 }
@@ -473,5 +483,133 @@ func TestIntegrationTPROXY(t *testing.T) {
 			}
 			wantNotRedirected(t, conn)
 		}
+	})
+}
+
+// TestIntegrationConntrackLookup: the kernel reports a connection
+// asynchronously, so its owner may stop waiting before the event has been
+// read (a short transfer whose session ended at once). Lookup finds every
+// connection in the kernel's table at the moment connect returns, whatever
+// the event did; and only those that Expect describes.
+func TestIntegrationConntrackLookup(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, v variant) {
+		for _, bin := range []string{v.v4, v.v6} {
+			run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+		}
+		c := newTestConntrack(t)
+		for _, fam := range testFamilies {
+			t.Run(fam.name, func(t *testing.T) {
+				const n = 64
+				dsts := make([]netip.AddrPort, n)
+				for i := range dsts {
+					dsts[i] = echoServer(t, fam.gw)
+				}
+				late := 0
+				for _, dst := range dsts {
+					e := c.Expect(fam.peer, dst, dst)
+					connect(t, fam.peer, dst)
+					e.Cancel() // the owner gives up at once
+					select {
+					case <-e.Done():
+					default:
+						late++
+					}
+					found, err := e.Lookup(context.Background())
+					if err != nil || !found {
+						t.Errorf("%s -> %s: Lookup = %t, %v; want true", fam.peer, dst, found, err)
+					}
+				}
+				t.Logf("%d of %d events not read yet when connect returned", late, n)
+				// The kernel filters the dump: it returns this port's
+				// connections only, not the whole table.
+				conns, err := c.src.lookup(context.Background(), newExpectKey(fam.peer, dsts[0]))
+				if err != nil || len(conns) != 1 || conns[0].key.to != dsts[0] {
+					t.Errorf("dump for %s = %v, %v; want its one connection", dsts[0], conns, err)
+				}
+				for _, tt := range []struct {
+					what     string
+					from     netip.Addr
+					to, via  netip.AddrPort
+					wantSeen bool
+				}{
+					{"another source", fam.thief, dsts[0], noVia, false},
+					{"a port nobody connected to", fam.peer, netip.AddrPortFrom(fam.gw, 1), noVia, false},
+					{"another delivery address", fam.peer, dsts[0], dsts[1], false},
+					{"any delivery address", fam.peer, dsts[0], noVia, true},
+				} {
+					e := c.Expect(tt.from, tt.to, tt.via)
+					found, err := e.Lookup(context.Background())
+					e.Cancel()
+					if err != nil || found != tt.wantSeen {
+						t.Errorf("%s: Lookup = %t, %v; want %t", tt.what, found, err, tt.wantSeen)
+					}
+				}
+			})
+		}
+	})
+}
+
+// TestIntegrationConntrackOverflow overflows a small event socket: the
+// reader is held up while many connections are made at once, the kernel
+// drops their events (ENOBUFS), and the reader then finds every pending
+// connection in the table instead of leaving it to its owner's timeout.
+func TestIntegrationConntrackOverflow(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, v variant) {
+		run(t, v.v4, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+		logs := &syncBuffer{}
+		// The smallest buffer the kernel grants holds a few events.
+		c, err := newNetlinkConntrack(slog.New(slog.NewTextHandler(logs, nil)), nil, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := c.Close(); err != nil {
+				t.Error(err)
+			}
+			if t.Failed() {
+				t.Logf("conntrack logs:\n%s", logs)
+			}
+		}()
+		const n = 256
+		dsts := make([]netip.AddrPort, n)
+		exps := make([]*Expectation, n)
+		for i := range dsts {
+			dsts[i] = echoServer(t, gw4)
+			exps[i] = c.Expect(peer4, dsts[i], noVia)
+			defer exps[i].Cancel()
+		}
+		// Hold the reader: it blocks in seen() on the first event.
+		c.mu.Lock()
+		var wg sync.WaitGroup
+		for _, dst := range dsts {
+			wg.Go(func() {
+				if c, err := dial(peer4, dst); err == nil {
+					c.Close()
+				} else {
+					t.Errorf("%s: %v", dst, err)
+				}
+			})
+		}
+		wg.Wait()
+		c.mu.Unlock()
+		deadline := time.After(10 * time.Second)
+		for i, e := range exps {
+			select {
+			case <-e.Done():
+				if err := e.Err(); err != nil {
+					t.Errorf("%s: Err = %v", dsts[i], err)
+				}
+			case <-deadline:
+				t.Fatalf("%s: not seen within 10s of the overflow", dsts[i])
+			}
+		}
+		if got := testutil.ToFloat64(c.metrics.overflows); got == 0 {
+			t.Errorf("ftpgate_conntrack_overflows_total = 0: %d connections at once did not overflow the socket", n)
+		}
+		found, _, failed := lookups(c)
+		if found == 0 || failed != 0 {
+			t.Errorf("lookups found = %v, failed = %v; want some found, none failed", found, failed)
+		}
+		t.Logf("overflows %v, connections found by lookup %v", testutil.ToFloat64(c.metrics.overflows), found)
 	})
 }

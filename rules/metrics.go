@@ -23,9 +23,6 @@ type metrics struct {
 // newMetrics creates the metrics and registers them on reg, or on a private
 // registry if reg is nil.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
 	m := &metrics{
 		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ftpgate_pinhole_op_duration_seconds",
@@ -44,10 +41,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Pinhole operations that failed, by operation.",
 		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.opDuration, m.active, m.errors} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering pinhole metrics: %w", err)
-		}
+	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors); err != nil {
+		return nil, err
 	}
 	for _, op := range []string{opOpen, opClose} {
 		m.opDuration.WithLabelValues(op)
@@ -62,4 +57,18 @@ func (m *metrics) observe(op string, d time.Duration, err error) {
 	if err != nil {
 		m.errors.WithLabelValues(op).Inc()
 	}
+}
+
+// register registers cols on reg, or on a private registry if reg is nil;
+// what names them in the error.
+func register(reg prometheus.Registerer, what string, cols ...prometheus.Collector) error {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	for _, c := range cols {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("registering %s metrics: %w", what, err)
+		}
+	}
+	return nil
 }

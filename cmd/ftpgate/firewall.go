@@ -25,6 +25,8 @@ type firewall struct {
 	ipt      *rules.IPTables
 	nl       *rules.Netlink // nil unless backend netlink or auto
 	ct       *rules.Conntrack
+	// registerer takes the conntrack watcher's metrics, once it opens.
+	registerer prometheus.Registerer
 }
 
 // connections returns the watcher that tells the kernel data path when a
@@ -36,7 +38,7 @@ func (fw *firewall) connections(log *slog.Logger) (proxy.ConnectionWatcher, erro
 		return nil, errors.New("the kernel data path needs a firewall backend other than none")
 	}
 	if fw.ct == nil {
-		ct, err := rules.NewConntrack(log)
+		ct, err := rules.NewConntrack(log, fw.registerer)
 		if err != nil {
 			log.Warn("conntrack events unavailable: kernel-path pinholes stay until data_timeout after the transfer command", "err", err)
 			return nil, nil
@@ -49,14 +51,13 @@ func (fw *firewall) connections(log *slog.Logger) (proxy.ConnectionWatcher, erro
 // conntrackWatcher adapts rules.Conntrack to proxy.ConnectionWatcher.
 type conntrackWatcher struct{ ct *rules.Conntrack }
 
-func (w conntrackWatcher) Expect(from netip.Addr, to netip.AddrPort) (<-chan struct{}, func()) {
-	e := w.ct.Expect(from, to)
-	return e.Done(), e.Cancel
+func (w conntrackWatcher) Expect(from netip.Addr, to, via netip.AddrPort) proxy.ExpectedConnection {
+	return w.ct.Expect(from, to, via)
 }
 
 // newFirewall builds the backend of fc; it does not touch the firewall yet.
 func newFirewall(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer) (*firewall, error) {
-	fw := &firewall{backend: fc.Backend}
+	fw := &firewall{backend: fc.Backend, registerer: reg}
 	if fc.Backend == config.BackendNone {
 		fw.pinholes = rules.None{}
 		return fw, nil
