@@ -1,6 +1,6 @@
 # ftpgate. The two commands of the README:
 #   sudo make demo   build ftpgate and run it on its built-in network
-#   sudo make test   run every test: unit, fuzz seeds, end to end in namespaces
+#   sudo make test   run every test: unit, fuzz seeds and a short fuzz run, end to end in namespaces
 
 SHELL    := /bin/bash
 GO       ?= go
@@ -10,10 +10,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 60s
 FUZZ     := nat:FuzzParsePORT nat:FuzzParseEPRT nat:FuzzParse227 nat:FuzzParse229 nat:FuzzParsePortRange \
-            nat:FuzzParseLPRT nat:FuzzParse228 \
+            nat:FuzzParseLPRT nat:FuzzParse228 nat:FuzzCheckDestination \
             proxy/ftp:FuzzParseCommand proxy/ftp:FuzzReplyReader
 
-.PHONY: all build deps lint unit integration e2e test demo fuzz bench-pinholes bench check-config clean
+.PHONY: all build deps lint unit fuzz-quick integration e2e test demo fuzz bench-pinholes bench check-config clean
 
 all: build
 
@@ -56,7 +56,12 @@ e2e:
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok|panic)|_test.go' ; \
 	  exit $${PIPESTATUS[0]}
 
-test: deps lint unit integration e2e
+test: deps lint unit fuzz-quick integration e2e
+
+# A bounded run of every fuzz target (make test): a few seconds each beyond
+# the seed corpora that unit replays.
+fuzz-quick:
+	$(MAKE) --no-print-directory fuzz FUZZTIME=4s
 
 demo: deps build
 	$(GO) run ./e2e/demo -ftpgate $(BIN)

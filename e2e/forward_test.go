@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,14 +16,17 @@ import (
 
 // TestForward: ftpgate as an explicit forward proxy. curl and lftp log in
 // as USER anonymous@198.18.1.2 (the allow-listed server) and transfer
-// through it; another destination is refused with 421.
+// through it; another destination is refused with 421, and so are another
+// port of the allowed server (an SMTP relay through USER x@host:25) and a
+// NAT64 address that reaches a private IPv4 address through the operator's
+// allowed NAT64 prefix.
 func TestForward(t *testing.T) {
 	config := `
 listeners:
   - name: forward
     listen: 198.19.0.1:2123
     mode: forward
-    allow_destinations: [198.18.1.2/32]
+    allow_destinations: [198.18.1.2/32, "64:ff9b::/96"]
     data: {client_ports: 40300-40399, server_ports: 50300-50399}
 log: {level: debug}
 firewall: {backend: netlink}
@@ -58,4 +62,19 @@ firewall: {backend: netlink}
 	}
 	waitLog(t, gw, "reason=allow_list", 1)
 	waitLog(t, gw, "destination="+netlab.ServerAddr+":21", 1)
+	for _, dst := range []struct{ user, why string }{
+		{"anonymous@" + netlab.ServerAddr + ":25", "port 25 is not 21"},
+		{"anonymous@[64:ff9b::a00:5]", "reaches the IPv4 address 10.0.0.5"},
+	} {
+		// In the URL, percent-encoded: curl's -u would split the user at
+		// its first colon.
+		u := fmt.Sprintf("ftp://%s:ftpgate@%s:%d/", url.QueryEscape(dst.user), netlab.GatewayOut, portSpare)
+		_, errOut, err = net4.Client.Exec(time.Minute, nil, "curl", "-sS", "-v", u)
+		if err == nil || !strings.Contains(errOut, "< 421") {
+			t.Errorf("USER %s was not refused with 421: %v\n%s", dst.user, err, tail(errOut, 20))
+		}
+		if !strings.Contains(gw.Stderr.String(), dst.why) {
+			t.Errorf("USER %s: no refusal saying %q in ftpgate's log", dst.user, dst.why)
+		}
+	}
 }

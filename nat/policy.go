@@ -70,27 +70,61 @@ func PassiveTarget(control netip.Addr, advertised netip.AddrPort) (target netip.
 	return netip.AddrPortFrom(peer, advertised.Port()), differs
 }
 
-// SECURITY: a transparent (or forward) session connects where its client
+// SECURITY: a transparent or forward session connects where its client
 // asked, so ftpgate must not become a way into places the client could not
-// reach itself (DESIGN.md section 5, item 7). CheckDestination decides
-// whether such a session may connect to dst:
+// reach itself, nor a relay to other services (docs/security.md, "Open
+// proxy"). CheckDestination decides whether such a session may connect to
+// dst, judging its address by IANA's special-purpose address registries
+// (specialBlocks):
 //
-//   - loopback, link-local, multicast and unspecified addresses: never;
-//   - private addresses (RFC 1918, ULA fc00::/7, shared 100.64.0.0/10):
-//     only when a prefix of allow contains them;
+//   - an address that embeds an IPv4 address (IPv4-mapped ::ffff:0:0/96,
+//     IPv4-compatible ::/96, NAT64 64:ff9b::/96 and the local-use
+//     64:ff9b:1::/48, 6to4 2002::/16) is judged by the IPv4 address it
+//     reaches through the translator, as if the client had asked for that;
+//     a local-use NAT64 address must be listed besides;
+//   - blocks that name no single remote host (this network 0/8, loopback,
+//     link-local, multicast, limited broadcast, reserved 240/4, ::,
+//     discard-only, site-local): never, listed or not;
+//   - the other special-purpose blocks that the registries do not mark
+//     globally reachable (private, shared 100.64/10, documentation,
+//     benchmarking, unique-local, IETF protocol assignments, ...): only when
+//     a prefix of allow contains them;
 //   - any other address: when allow is empty, or a prefix of allow
 //     contains it.
 //
-// The gateway's own addresses are refused by the caller, which knows them.
-// Errors wrap ErrDestination.
-func CheckDestination(dst netip.Addr, allow []netip.Prefix) error {
-	dst = dst.Unmap()
-	switch {
-	case !dst.IsValid():
+// The port must be in ports, or be 21 when ports is empty. The gateway's
+// own addresses are refused by the caller, which knows them. Errors wrap
+// ErrDestination.
+func CheckDestination(dst netip.AddrPort, allow []netip.Prefix, ports []PortRange) error {
+	if err := checkPort(dst.Port(), ports); err != nil {
+		return fmt.Errorf("destination %s: %w", dst, err)
+	}
+	return checkAddress(dst.Addr(), allow)
+}
+
+// DefaultDestinationPort is the one port a transparent or forward session
+// may connect to when no allowed ports are configured.
+const DefaultDestinationPort = 21
+
+func checkPort(port uint16, ports []PortRange) error {
+	if len(ports) == 0 {
+		if port == DefaultDestinationPort {
+			return nil
+		}
+		return fmt.Errorf("port %d is not %d, the only port allowed: %w", port, DefaultDestinationPort, ErrDestination)
+	}
+	for _, r := range ports {
+		if r.Contains(port) {
+			return nil
+		}
+	}
+	return fmt.Errorf("port %d is not in allow_ports: %w", port, ErrDestination)
+}
+
+func checkAddress(dst netip.Addr, allow []netip.Prefix) error {
+	dst = dst.Unmap().WithZone("")
+	if !dst.IsValid() {
 		return fmt.Errorf("no destination: %w", ErrDestination)
-	case dst.IsLoopback(), dst.IsLinkLocalUnicast(), dst.IsLinkLocalMulticast(),
-		dst.IsInterfaceLocalMulticast(), dst.IsMulticast(), dst.IsUnspecified():
-		return fmt.Errorf("destination %s is loopback, link-local, multicast or unspecified: %w", dst, ErrDestination)
 	}
 	listed := false
 	for _, p := range allow {
@@ -99,10 +133,22 @@ func CheckDestination(dst netip.Addr, allow []netip.Prefix) error {
 			break
 		}
 	}
-	if behindNAT(dst) && !listed {
-		return fmt.Errorf("private destination %s is not in allow_destinations: %w", dst, ErrDestination)
+	if v4, ok := embeddedIPv4(dst); ok {
+		if nat64LocalUse.Contains(dst) && !listed {
+			return fmt.Errorf("destination %s is in the local-use NAT64 prefix %s, not in allow_destinations: %w", dst, nat64LocalUse, ErrDestination)
+		}
+		if err := checkAddress(v4, allow); err != nil {
+			return fmt.Errorf("destination %s reaches the IPv4 address %s: %w", dst, v4, err)
+		}
+		return nil
 	}
-	if len(allow) > 0 && !listed {
+	b, special := specialBlockOf(dst)
+	switch {
+	case special && b.never:
+		return fmt.Errorf("destination %s is %s (%s): %w", dst, b.name, b.prefix, ErrDestination)
+	case special && !b.global && !listed:
+		return fmt.Errorf("destination %s is %s (%s) and not in allow_destinations: %w", dst, b.name, b.prefix, ErrDestination)
+	case len(allow) > 0 && !listed:
 		return fmt.Errorf("destination %s is not in allow_destinations: %w", dst, ErrDestination)
 	}
 	return nil

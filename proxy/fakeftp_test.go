@@ -46,6 +46,9 @@ type fakeScript struct {
 	PassiveReply func(verb string, ap netip.AddrPort) string
 	// Throttle, if set, makes RETR pause this long after each chunk.
 	Throttle time.Duration
+	// Replies, if it has the verb, replaces the server's answer to it with
+	// these raw lines (CRLF included).
+	Replies map[string]string
 }
 
 // dataRecord is one data connection the fake server made or accepted.
@@ -130,7 +133,7 @@ func (f *fakeFTP) Lines() []string {
 func (f *fakeFTP) Commands() []ftp.Command {
 	var cmds []ftp.Command
 	for _, l := range f.Lines() {
-		cmds = append(cmds, ftp.ParseCommand([]byte(l)))
+		cmds = append(cmds, ftp.SplitCommand([]byte(l)))
 	}
 	return cmds
 }
@@ -224,7 +227,7 @@ func (f *fakeFTP) handle(c net.Conn) {
 		f.mu.Lock()
 		f.lines = append(f.lines, line)
 		f.mu.Unlock()
-		if !s.do(ftp.ParseCommand([]byte(line))) {
+		if !s.do(ftp.SplitCommand([]byte(line))) {
 			return
 		}
 	}
@@ -236,6 +239,13 @@ func (s *fakeSession) reply(code int, text string) {
 
 // do runs one command; it reports false when the session must end.
 func (s *fakeSession) do(cmd ftp.Command) bool {
+	s.f.mu.Lock()
+	scripted, ok := s.f.script.Replies[cmd.Verb]
+	s.f.mu.Unlock()
+	if ok {
+		io.WriteString(s.c, scripted)
+		return true
+	}
 	switch cmd.Verb {
 	case "USER":
 		s.reply(331, "Password required.")

@@ -59,7 +59,7 @@ func featureName(line []byte) string {
 	if len(line) == 0 || line[0] != ' ' {
 		return ""
 	}
-	return ftp.ParseCommand(bytes.TrimLeft(line, " ")).Verb
+	return ftp.SplitCommand(bytes.TrimLeft(line, " ")).Verb
 }
 
 func isOneOf(s string, list []string) bool {

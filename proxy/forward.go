@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ftpgate/ftpgate/nat"
-	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
 
 // maxForwardPreLogin bounds the commands a forward-mode client may send
@@ -30,8 +29,11 @@ func (ss *session) forwardLogin() (netip.AddrPort, string, error) {
 		if err != nil {
 			return netip.AddrPort{}, "", fmt.Errorf("reading the login: %w", err)
 		}
-		cmd := ftp.ParseCommand(line)
-		ss.srv.Metrics.command(cmd.Verb)
+		cmd, refusal := ss.parseCommand(line)
+		if refusal != nil {
+			ss.replyNow(refusal.code, refusal.text)
+			continue
+		}
 		switch cmd.Verb {
 		case "USER":
 		case "QUIT":
@@ -96,17 +98,18 @@ func (ss *session) resolveDestination(hostport string) (netip.AddrPort, error) {
 	var errs []error
 	for _, a := range addrs {
 		a = a.Unmap()
-		// SECURITY: the same policy as transparent mode (DESIGN.md
-		// section 5, item 7), and never the gateway itself.
+		// SECURITY: the same policy as transparent mode
+		// (docs/security.md, "Open proxy"), and never the gateway itself.
 		if ss.srv.isLocal(a) {
 			errs = append(errs, fmt.Errorf("destination %s is the gateway itself: %w", a, nat.ErrDestination))
 			continue
 		}
-		if err := nat.CheckDestination(a, ss.srv.AllowDestinations); err != nil {
+		dst := netip.AddrPortFrom(a, uint16(port))
+		if err := nat.CheckDestination(dst, ss.srv.AllowDestinations, ss.srv.AllowPorts); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		return netip.AddrPortFrom(a, uint16(port)), nil
+		return dst, nil
 	}
 	return netip.AddrPort{}, errors.Join(errs...)
 }

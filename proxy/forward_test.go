@@ -22,16 +22,18 @@ func TestSplitUserHost(t *testing.T) {
 }
 
 // TestForwardRefused: in forward mode ftpgate greets the client itself,
-// answers commands before USER, and refuses a destination outside
-// AllowDestinations, or the gateway itself, with 421. (Successful forward
-// sessions need a non-loopback server: the end-to-end tests have them.)
+// answers commands before USER, and refuses with 421 a destination outside
+// AllowDestinations, the gateway itself, a port other than 21 (an SMTP
+// relay), and a NAT64 address, inside an allowed NAT64 prefix, that
+// reaches a private IPv4 address. (Successful forward sessions need a
+// non-loopback server: the end-to-end tests have them.)
 func TestForwardRefused(t *testing.T) {
-	for _, dest := range []string{"198.51.100.7", "127.0.0.1:21"} {
+	for _, dest := range []string{"198.51.100.7", "127.0.0.1:21", "198.18.1.2:25", "[64:ff9b::a00:5]", "[64:ff9b::7f00:1]:21"} {
 		t.Run(dest, func(t *testing.T) {
 			h := newHarness(t, func(s *Server) {
 				s.Upstream = ""
 				s.Forward = true
-				s.AllowDestinations = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}
+				s.AllowDestinations = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("64:ff9b::/96")}
 			})
 			c := h.dial()
 			c.expect(220)

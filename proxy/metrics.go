@@ -3,6 +3,8 @@ package proxy
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
 
 // Metrics are the proxy's Prometheus metrics, on a registry of the
@@ -53,17 +55,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// knownVerbs are the verbs counted under their own label.
-var knownVerbs = map[string]bool{
-	"USER": true, "PASS": true, "ACCT": true, "CWD": true, "CDUP": true, "SMNT": true, "QUIT": true, "REIN": true,
-	"PORT": true, "PASV": true, "TYPE": true, "STRU": true, "MODE": true, "RETR": true, "STOR": true, "STOU": true,
-	"APPE": true, "ALLO": true, "REST": true, "RNFR": true, "RNTO": true, "ABOR": true, "DELE": true, "RMD": true,
-	"MKD": true, "PWD": true, "LIST": true, "NLST": true, "SITE": true, "SYST": true, "STAT": true, "HELP": true,
-	"NOOP": true, "FEAT": true, "OPTS": true, "EPRT": true, "EPSV": true, "LPRT": true, "LPSV": true, "AUTH": true,
-	"PBSZ": true, "PROT": true, "CCC": true, "SIZE": true, "MDTM": true, "MLSD": true, "MLST": true, "XPWD": true,
-	"XCWD": true, "XMKD": true, "XRMD": true, "LANG": true, "HOST": true,
-}
-
 func (m *Metrics) sessionStarted(listener string) {
 	if m != nil {
 		m.sessionsActive.WithLabelValues(listener).Inc()
@@ -99,8 +90,8 @@ func (m *Metrics) command(verb string) {
 	if m == nil {
 		return
 	}
-	if !knownVerbs[verb] {
-		verb = "OTHER"
+	if !ftp.KnownVerb(verb) {
+		verb = "OTHER" // bounded: labels only for the verbs ftpgate knows
 	}
 	m.commands.WithLabelValues(verb).Inc()
 }

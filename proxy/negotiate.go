@@ -135,6 +135,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		ss.srv.Metrics.rewrite(verb)
 		return ss.forward(ftp.AppendCommand(nil, verb, ""), expectation{
 			verb:      verb,
+			passive:   true,
 			intercept: func(reply []byte, code int) []byte { return ss.onPassiveReply(cs, verb, reply, code) },
 		})
 	}

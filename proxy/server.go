@@ -143,10 +143,15 @@ type Server struct {
 	Forward bool
 
 	// AllowDestinations limits where a transparent or forward session may
-	// connect
-	// (see nat.CheckDestination). The gateway's own addresses are never
-	// dialled.
+	// connect (see nat.CheckDestination: special-purpose addresses only
+	// when listed, and none but listed ones when it is not empty). A
+	// forward listener needs it (the configuration refuses one without).
+	// The gateway's own addresses are never dialled.
 	AllowDestinations []netip.Prefix
+
+	// AllowPorts are the ports a transparent or forward session may
+	// connect to. If empty, port 21 only.
+	AllowPorts []nat.PortRange
 
 	// LocalAddress reports whether an address is the gateway's own. If nil,
 	// the addresses of the network interfaces are used.
@@ -164,6 +169,13 @@ type Server struct {
 
 	// ServerMode is how ftpgate asks the server for data connections.
 	ServerMode ServerMode
+
+	// ExtraVerbs are verbs, in upper case (letters only), that the
+	// listener forwards besides those ftpgate knows (ftp.KnownVerb), for
+	// servers with commands of their own. Any other verb is refused with
+	// 502. A verb listed here must carry no address: ftpgate forwards its
+	// line and its reply as they are.
+	ExtraVerbs []string
 
 	// ServerCommands is which data commands ftpgate sends the server.
 	// ClassicCommands needs a server on IPv4.

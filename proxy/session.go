@@ -105,6 +105,10 @@ type expectation struct {
 	// (all lines, raw) and its code, and returns what the client gets
 	// instead. It runs with mu held.
 	intercept func(reply []byte, code int) []byte
+	// passive is set for ftpgate's own PASV or EPSV: the one command whose
+	// 227 or 229 reply may come back (and is rewritten by intercept).
+	// Every other 227, 228 or 229 is withheld.
+	passive bool
 }
 
 func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
@@ -260,7 +264,7 @@ func (ss *session) destination() (netip.AddrPort, error) {
 	if ss.srv.isLocal(dst.Addr()) {
 		return netip.AddrPort{}, fmt.Errorf("destination %s is the gateway itself: %w", dst, nat.ErrDestination)
 	}
-	if err := nat.CheckDestination(dst.Addr(), ss.srv.AllowDestinations); err != nil {
+	if err := nat.CheckDestination(dst, ss.srv.AllowDestinations, ss.srv.AllowPorts); err != nil {
 		return netip.AddrPort{}, err
 	}
 	return dst, nil
@@ -338,14 +342,10 @@ func (ss *session) readReplies() error {
 // handleCommand forwards one command line to the server, answers it itself,
 // or rewrites it.
 func (ss *session) handleCommand(line []byte) error {
-	cmd := ftp.ParseCommand(line)
-	ss.srv.Metrics.command(cmd.Verb)
-	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
-		arg := cmd.Arg
-		if cmd.Verb == "PASS" {
-			arg = "****"
-		}
-		ss.log.Debug("client command", "verb", cmd.Verb, "arg", arg)
+	cmd, refusal := ss.parseCommand(line)
+	if refusal != nil {
+		ss.replyLocal(refusal.code, refusal.text)
+		return nil
 	}
 	switch cmd.Verb {
 	case "PASV", "EPSV":
@@ -374,7 +374,7 @@ func (ss *session) handleCommand(line []byte) error {
 		ss.replyLocal(534, "AUTH is not available through this gateway.")
 		return nil
 	case "FEAT":
-		return ss.forward(line, expectation{verb: cmd.Verb, intercept: ss.onFeatReply})
+		return ss.forward(canonicalLine(line, cmd), expectation{verb: cmd.Verb, intercept: ss.onFeatReply})
 	case "REIN":
 		ss.dropPlan(errors.New("REIN"))
 	case "ABOR":
@@ -388,7 +388,7 @@ func (ss *session) handleCommand(line []byte) error {
 		ss.replyLocal(425, "Use PORT or PASV first.")
 		return nil
 	}
-	return ss.forward(line, expectation{verb: cmd.Verb})
+	return ss.forward(canonicalLine(line, cmd), expectation{verb: cmd.Verb})
 }
 
 // forward sends a command line to the server and queues what it waits for.
@@ -450,11 +450,14 @@ func (ss *session) writeClientLocked(b []byte) error {
 }
 
 // handleReplyLine passes one reply line to the client, or holds it when it
-// belongs to a reply that ftpgate rewrites.
+// belongs to a reply that ftpgate rewrites or withholds.
 func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	final := rl.Last && !ftp.IsPreliminary(rl.Code)
+	if isAddressReply(rl.Code) && (len(ss.replies) == 0 || !ss.replies[0].passive) {
+		return ss.withholdLocked(rl)
+	}
 	if len(ss.replies) == 0 || ss.replies[0].intercept == nil || ftp.IsPreliminary(rl.Code) {
 		if err := ss.writeClientLocked(rl.Raw); err != nil {
 			return err
@@ -466,10 +469,8 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 		}
 		return nil
 	}
-	ss.held = append(ss.held, rl.Raw...)
-	if len(ss.held) > 4*ss.srv.maxLineBytes() {
-		ss.writeClientLocked(ftp.AppendReply(nil, 421, "Service not available, bad reply from the FTP server."))
-		return fmt.Errorf("%w: reply to %s longer than %d bytes", errBadServer, ss.replies[0].verb, len(ss.held))
+	if err := ss.holdLocked(rl); err != nil {
+		return err
 	}
 	if !final {
 		return nil
@@ -481,6 +482,49 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 		return err
 	}
 	ss.deliverLocalLocked()
+	return nil
+}
+
+// holdLocked keeps a line of a reply that ftpgate rewrites or withholds
+// until the reply is complete, within a bound.
+func (ss *session) holdLocked(rl ftp.ReplyLine) error {
+	ss.held = append(ss.held, rl.Raw...)
+	if len(ss.held) > 4*ss.srv.maxLineBytes() {
+		ss.writeClientLocked(ftp.AppendReply(nil, 421, "Service not available, bad reply from the FTP server."))
+		return fmt.Errorf("%w: reply %d longer than %d bytes", errBadServer, rl.Code, len(ss.held))
+	}
+	return nil
+}
+
+// isAddressReply reports whether code is a reply that carries an address
+// for a data connection: 227 (PASV), 228 (LPSV), 229 (EPSV).
+func isAddressReply(code int) bool { return code == 227 || code == 228 || code == 229 }
+
+// withholdLocked swallows a 227, 228 or 229 reply that does not answer a
+// PASV or EPSV of ftpgate's own (docs/security.md, "Smuggled commands"): its
+// address would reach the client unrewritten. Once complete, the client
+// gets an error in its place, as the answer to its command; a reply that
+// answers no command at all is dropped.
+func (ss *session) withholdLocked(rl ftp.ReplyLine) error {
+	if err := ss.holdLocked(rl); err != nil {
+		return err
+	}
+	if !rl.Last {
+		return nil
+	}
+	ss.held = ss.held[:0]
+	if len(ss.replies) == 0 || ss.replies[0].local != nil {
+		ss.reject("reply withheld", "unsolicited_reply", "code", rl.Code, "answers", "nothing")
+		return nil
+	}
+	exp := ss.popLocked()
+	ss.reject("reply withheld", "unsolicited_reply", "code", rl.Code, "answers", exp.verb)
+	if err := ss.writeClientLocked(ftp.AppendReply(nil, 502,
+		"Reply withheld: the server answered with a data address that ftpgate did not ask for.")); err != nil {
+		return err
+	}
+	ss.deliverLocalLocked()
+	ss.endIfDrainedLocked()
 	return nil
 }
 

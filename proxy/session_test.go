@@ -852,8 +852,10 @@ func TestTransparency(t *testing.T) {
 		c.expect(200)
 		c.quit()
 		h.sessionsEnded()
-		if l := h.fake.Lines(); len(l) < 4 || l[2] != abor || l[3] != "noop \t x\n" {
-			t.Errorf("server received %q, want %q then %q", l, abor, "noop \t x\n")
+		// The command as parsed, in RFC 959's spelling: upper-case verb,
+		// CRLF, the argument byte for byte.
+		if l := h.fake.Lines(); len(l) < 4 || l[2] != abor || l[3] != "NOOP \t x\r\n" {
+			t.Errorf("server received %q, want %q then %q", l, abor, "NOOP \t x\r\n")
 		}
 	})
 	// RFC 959 section 4.1.3: the DM is sent as TCP urgent data.

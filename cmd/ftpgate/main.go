@@ -363,6 +363,9 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	if lc.Data.Path == config.PathKernel {
 		srv.DataPath = proxy.KernelPath
 	}
+	for _, v := range lc.ExtraVerbs {
+		srv.ExtraVerbs = append(srv.ExtraVerbs, strings.ToUpper(v))
+	}
 	if lc.Data.AdvertisePorts != "" {
 		if srv.AdvertisePorts, err = nat.ParsePortRange(lc.Data.AdvertisePorts); err != nil {
 			return nil, fmt.Errorf("listener %s: advertise_ports: %w", lc.Name, err)
@@ -395,6 +398,13 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 				return nil, fmt.Errorf("listener %s: allow_destinations: %w", lc.Name, err)
 			}
 			srv.AllowDestinations = append(srv.AllowDestinations, p.Masked())
+		}
+		for _, ports := range lc.AllowPorts {
+			r, err := nat.ParsePortRange(ports)
+			if err != nil {
+				return nil, fmt.Errorf("listener %s: allow_ports: %w", lc.Name, err)
+			}
+			srv.AllowPorts = append(srv.AllowPorts, r)
 		}
 		if lc.Mode == config.ModeTransparent {
 			srv.OriginalDestination = redirectedDestination

@@ -24,6 +24,13 @@ refused with 534, STOR then REST+STOR (a resumed upload), APPE, STOU, NLST,
 SIZE, MDTM, STAT, and ABOR in the middle of a RETR of REMOTE (a large file):
 426 then 226, in order, and the session goes on.
 
+OP "raw" logs in as anonymous, then sends each line of the file REMOTE as
+one command (Python escapes such as \\t are decoded, and the bytes sent as
+Latin-1, CRLF added) and prints each reply's last line as "REPLY <line>"
+(every reply of the session: greeting, USER and PASS first). With --each,
+each line gets a session of its own, so that a line the server does not
+answer (3s) holds up no other.
+
 OP "sessions" runs REMOTE (a number) sessions in a row, each a login, a
 LIST of pub/ in the given MODE, and QUIT; it prints "SESSIONS <n>" at the end.
 """
@@ -39,6 +46,8 @@ def main():
     strict = "--strict" in sys.argv[7:]
     if op == "badinput":
         return badinput(host, int(port))
+    if op == "raw":
+        return raw(host, int(port), remote, "--each" in sys.argv[7:])
     if op == "protocol":
         return protocol(host, int(port), mode, remote)
     if op == "sessions":
@@ -167,19 +176,56 @@ def sessions(host, port, mode, n, strict):
     print("SESSIONS", n, flush=True)
 
 
+def raw(host, port, path, each):
+    with open(path, encoding="ascii") as lines:
+        cmds = [l.rstrip("\n").encode("ascii").decode("unicode_escape") for l in lines]
+    if not each:
+        return raw_session(host, port, cmds)
+    for cmd in cmds:
+        raw_session(host, port, [cmd])
+
+
+def print_reply(f):
+    """Reads one reply from f, all its lines, and prints its last line as
+    "REPLY <line>"."""
+    line = f.readline().decode("latin-1").rstrip("\r\n")
+    while len(line) > 3 and line[3] == "-":  # multi-line: read to the end
+        end = line[:3] + " "
+        while True:
+            line = f.readline().decode("latin-1").rstrip("\r\n")
+            if line.startswith(end) or not line:
+                break
+    print("REPLY", line, flush=True)
+
+
+def raw_session(host, port, cmds):
+    s = socket.create_connection((host, port), timeout=3)
+    f = s.makefile("rb")
+
+    def reply():
+        try:
+            print_reply(f)
+        except TimeoutError:
+            print("REPLY (no reply within 3s)", flush=True)
+
+    def send(b):
+        s.sendall(b + b"\r\n")
+        reply()
+
+    reply()  # greeting
+    send(b"USER anonymous")
+    send(b"PASS ftpgate@")
+    for cmd in cmds:
+        send(cmd.encode("latin-1"))
+    s.close()
+
+
 def badinput(host, port):
     s = socket.create_connection((host, port), timeout=30)
     f = s.makefile("rb")
 
     def reply():
-        line = f.readline().decode("latin-1").rstrip("\r\n")
-        while len(line) > 3 and line[3] == "-":  # multi-line: read to the end
-            end = line[:3] + " "
-            while True:
-                line = f.readline().decode("latin-1").rstrip("\r\n")
-                if line.startswith(end) or not line:
-                    break
-        print("REPLY", line, flush=True)
+        print_reply(f)
 
     def send(cmd):
         s.sendall(cmd.encode("latin-1") + b"\r\n")

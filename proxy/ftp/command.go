@@ -2,6 +2,8 @@ package ftp
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -14,13 +16,19 @@ const (
 	telnetSE   = 0xf0 // lowest Telnet command byte
 )
 
-// maxVerbLen is the longest verb looked up among the known verbs. RFC 959
-// verbs have 3 or 4 letters; later extensions stay well below this.
+// maxVerbLen is the longest verb ParseCommand accepts. RFC 959 verbs have
+// 3 or 4 letters; later extensions stay well below this.
 const maxVerbLen = 16
 
-// knownVerbs maps the verbs of RFC 959 and its common extensions to
-// themselves, so that parsing them returns a constant string and does not
-// allocate.
+// ErrCommandSyntax is what ParseCommand returns, wrapped, for a line that
+// is not "VERB" or "VERB SP arguments".
+var ErrCommandSyntax = errors.New("command line is not VERB or VERB SP arguments")
+
+// knownVerbs maps the verbs that ftpgate knows to themselves, so that
+// parsing them returns a constant string and does not allocate. A verb is
+// here because an RFC or a widespread server defines it and ftpgate knows
+// what it does: none of them carries an address that ftpgate does not
+// intercept (PORT, EPRT, PASV, EPSV, LPRT, LPSV are handled by the proxy).
 var knownVerbs = func() map[string]string {
 	verbs := []string{
 		// RFC 959
@@ -37,8 +45,10 @@ var knownVerbs = func() map[string]string {
 		"FEAT", "OPTS", "EPRT", "EPSV", "LANG",
 		// RFC 3659, RFC 7151, draft-somers-ftp-mfxx
 		"MDTM", "SIZE", "MLST", "MLSD", "HOST", "MFMT", "MFCT", "MFF",
-		// common non-standard ones
-		"CLNT", "AVBL", "XCRC", "HASH",
+		// common non-standard ones: client identification, free space,
+		// checksums (draft-bryan-ftpext-hash and the X-prefixed forms; a
+		// verb is letters only, so XMD5, XSHA1 and such cannot be known)
+		"CLNT", "AVBL", "XCRC", "XSHA", "HASH",
 	}
 	m := make(map[string]string, len(verbs))
 	for _, v := range verbs {
@@ -47,10 +57,17 @@ var knownVerbs = func() map[string]string {
 	return m
 }()
 
+// KnownVerb reports whether verb, in upper case, is one that ftpgate knows
+// (see knownVerbs).
+func KnownVerb(verb string) bool {
+	_, ok := knownVerbs[verb]
+	return ok
+}
+
 // Command is one parsed client command.
 type Command struct {
-	// Verb is the command verb in upper case (ASCII letters only are
-	// mapped), e.g. "PASV". It is empty for an empty line.
+	// Verb is the command verb in upper case, e.g. "PASV". ParseCommand
+	// returns letters only; SplitCommand whatever the line had.
 	Verb string
 	// Arg is everything after the first space, byte for byte, without the
 	// line terminator: inner and trailing spaces, Telnet IAC IAC pairs and
@@ -58,16 +75,64 @@ type Command struct {
 	Arg string
 }
 
-// ParseCommand parses a command line as returned by LineReader.ReadLine.
-// It first skips the leading Telnet sequences that TelnetPrefix returns, then
-// takes the verb as the bytes up to the first space or the line terminator
-// (CRLF, or a bare LF), and the argument as the bytes after that space. The
-// verb is upper-cased; RFC 959 verbs are 3 or 4 letters, and a verb of any
-// length or with bytes other than letters is returned upper-cased as it is,
-// for the caller to reject. Parsing the common verbs does not allocate.
-// ParseCommand never fails; a line without a terminator is parsed as if it
-// had one.
-func ParseCommand(line []byte) Command {
+// ParseCommand parses a command line as returned by LineReader.ReadLine,
+// strictly: after the leading Telnet sequences that TelnetPrefix returns,
+// the line must be VERB or VERB SP arguments, then the terminator (CRLF, a
+// bare LF, or nothing at the end of the input). VERB is 1 to 16 ASCII
+// letters, returned in upper case; the arguments may hold any byte but CR,
+// LF and NUL, and Telnet IAC only doubled (an escaped 0xff data byte).
+// Anything else (a tab or another byte after the verb, a leading space, an
+// empty line, a Telnet command inside the line) is an error wrapping
+// ErrCommandSyntax, whose text never quotes the line: it may hold a
+// password.
+//
+// Servers split a verb more liberally (ProFTPD at any white space,
+// vsftpd and pure-ftpd treat "P@SW" as PASV), so a proxy that forwards a
+// line it could not parse this way lets an address-bearing command past
+// its rewriting. Parsing the known verbs does not allocate.
+func ParseCommand(line []byte) (Command, error) {
+	body := trimEOL(line[len(TelnetPrefix(line)):])
+	n := 0
+	for n < len(body) && isLetter(body[n]) {
+		n++
+	}
+	switch {
+	case n == 0 && len(body) == 0:
+		return Command{}, fmt.Errorf("empty line: %w", ErrCommandSyntax)
+	case n == 0:
+		return Command{}, fmt.Errorf("the line starts with byte %#02x, not a letter: %w", body[0], ErrCommandSyntax)
+	case n > maxVerbLen:
+		return Command{}, fmt.Errorf("a verb of more than %d letters: %w", maxVerbLen, ErrCommandSyntax)
+	case n < len(body) && body[n] != ' ':
+		return Command{}, fmt.Errorf("byte %#02x after the verb, not a space: %w", body[n], ErrCommandSyntax)
+	}
+	var arg []byte
+	if n < len(body) {
+		arg = body[n+1:]
+	}
+	for i := 0; i < len(arg); i++ {
+		switch arg[i] {
+		case '\r', '\n', 0:
+			return Command{}, fmt.Errorf("byte %#02x in the arguments: %w", arg[i], ErrCommandSyntax)
+		case telnetIAC:
+			if i+1 == len(arg) || arg[i+1] != telnetIAC {
+				return Command{}, fmt.Errorf("a Telnet command inside the line: %w", ErrCommandSyntax)
+			}
+			i++ // IAC IAC: one 0xff data byte
+		}
+	}
+	return Command{Verb: upperVerb(body[:n]), Arg: string(arg)}, nil
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// SplitCommand splits a command line as liberal servers do: the verb is
+// the bytes up to the first space, upper-cased (ASCII letters only are
+// mapped), and may hold any byte; the argument is the bytes after that
+// space. It never fails. It describes what a server may have understood
+// (the trace tool), and must never decide what a proxy forwards: that is
+// ParseCommand's job.
+func SplitCommand(line []byte) Command {
 	body := trimEOL(line[len(TelnetPrefix(line)):])
 	verb, arg := body, []byte(nil)
 	if i := bytes.IndexByte(body, ' '); i >= 0 {

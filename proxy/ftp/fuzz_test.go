@@ -9,44 +9,52 @@ import (
 	"testing/iotest"
 )
 
-// FuzzParseCommand checks that ParseCommand never panics, that it returns an
-// upper-case verb and byte-exact pieces of the line, and that a command built
-// from its result parses back to the same result.
+// FuzzParseCommand checks that ParseCommand never panics, and that what it
+// accepts is VERB or VERB SP arguments by construction: the verb is 1 to 16
+// upper-case letters, byte-exact (case aside) at the start of the line; the
+// argument is the rest, without CR, LF, NUL or a lone IAC; a liberal
+// server's split (SplitCommand, and ProFTPD's split at any white space)
+// sees the same verb; and the command ftpgate would forward parses back to
+// the same result. What it refuses, it refuses with ErrCommandSyntax.
 func FuzzParseCommand(f *testing.F) {
 	for _, tt := range parseCommandTests {
 		f.Add([]byte(tt.line))
 	}
+	for _, tt := range splitCommandTests {
+		f.Add([]byte(tt.line))
+	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		cmd := ParseCommand(line)
 		prefix := TelnetPrefix(line)
 		if !bytes.HasPrefix(line, prefix) {
 			t.Fatalf("TelnetPrefix(%q) = %q, not a prefix", line, prefix)
 		}
-		if strings.ContainsFunc(cmd.Verb, func(r rune) bool { return 'a' <= r && r <= 'z' }) {
-			t.Fatalf("ParseCommand(%q).Verb = %q, not upper case", line, cmd.Verb)
+		cmd, err := ParseCommand(line)
+		if err != nil {
+			if !errors.Is(err, ErrCommandSyntax) || cmd != (Command{}) {
+				t.Fatalf("ParseCommand(%q) = %+q, %v; want a zero Command and ErrCommandSyntax", line, cmd, err)
+			}
+			return
 		}
-		if strings.Contains(cmd.Verb, " ") {
-			t.Fatalf("ParseCommand(%q).Verb = %q contains a space", line, cmd.Verb)
+		if n := len(cmd.Verb); n == 0 || n > maxVerbLen ||
+			strings.ContainsFunc(cmd.Verb, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+			t.Fatalf("ParseCommand(%q).Verb = %q, not 1 to %d upper-case letters", line, cmd.Verb, maxVerbLen)
+		}
+		if strings.ContainsAny(cmd.Arg, "\r\n\x00") || strings.Count(cmd.Arg, "\xff")%2 != 0 {
+			t.Fatalf("ParseCommand(%q).Arg = %q holds CR, LF, NUL or a lone IAC", line, cmd.Arg)
 		}
 		rest := line[len(prefix):]
-		if len(cmd.Verb)+len(cmd.Arg) > len(rest) {
-			t.Fatalf("ParseCommand(%q) = %+q, longer than the line", line, cmd)
-		}
 		if !asciiUpperEqual(rest[:len(cmd.Verb)], cmd.Verb) {
 			t.Fatalf("ParseCommand(%q).Verb = %q, line has %q", line, cmd.Verb, rest[:len(cmd.Verb)])
 		}
-		if cmd.Arg != "" {
-			after := rest[len(cmd.Verb):]
-			if after[0] != ' ' || !bytes.HasPrefix(after[1:], []byte(cmd.Arg)) {
-				t.Fatalf("ParseCommand(%q).Arg = %q, not the bytes after the verb and a space", line, cmd.Arg)
-			}
+		if split := SplitCommand(line); split != cmd {
+			t.Fatalf("ParseCommand(%q) = %+q, but a server splitting at the first space sees %+q", line, cmd, split)
 		}
-		if strings.ContainsAny(cmd.Verb+cmd.Arg, "\r\n") || strings.HasPrefix(cmd.Verb, "\xff") {
-			return // AppendCommand changes or the Telnet prefix takes these bytes
+		if f := strings.Fields(strings.ToUpper(string(rest))); len(f) == 0 || f[0] != cmd.Verb {
+			t.Fatalf("ParseCommand(%q).Verb = %q, but a server splitting at any white space sees %q", line, cmd.Verb, f)
 		}
 		built := AppendCommand(nil, cmd.Verb, cmd.Arg)
-		if again := ParseCommand(built); again != cmd {
-			t.Fatalf("ParseCommand(%q) = %+q, but ParseCommand(AppendCommand(...) = %q) = %+q", line, cmd, built, again)
+		if again, err := ParseCommand(built); err != nil || again != cmd {
+			t.Fatalf("ParseCommand(%q) = %+q, but ParseCommand(AppendCommand(...) = %q) = %+q, %v", line, cmd, built, again, err)
 		}
 	})
 }

@@ -204,12 +204,22 @@ type Listener struct {
 	// to: host:port, where host is an IP address or a DNS name and port is
 	// 1..65535. Required in reverse mode, not allowed in transparent mode.
 	Upstream string `yaml:"upstream"`
-	// AllowDestinations are the networks (CIDR) a transparent listener may
-	// connect to. Empty: any public address. Loopback, link-local,
-	// unspecified and multicast addresses and the gateway's own addresses
-	// are never dialled; private ones (RFC 1918, ULA, 100.64.0.0/10) only
-	// when listed. Transparent mode only.
+	// AllowDestinations are the networks (CIDR) a transparent or forward
+	// listener may connect to. Required in forward mode (else ftpgate
+	// would relay to any host on the Internet). In transparent mode, empty
+	// means any public address. Addresses are judged by IANA's
+	// special-purpose registries: loopback, link-local, multicast,
+	// broadcast, "this network", reserved and discard-only addresses are
+	// never dialled; the other special-purpose ones (private, shared
+	// 100.64/10, unique-local, documentation, benchmarking, ...) only when
+	// listed; an address that embeds an IPv4 address (NAT64, 6to4,
+	// IPv4-mapped or -compatible) is judged by that IPv4 address. The
+	// gateway's own addresses are never dialled.
 	AllowDestinations []string `yaml:"allow_destinations"`
+	// AllowPorts are the destination ports a transparent or forward
+	// listener may connect to: ports ("21") or ranges ("2121-2130").
+	// Default: 21 only.
+	AllowPorts []string `yaml:"allow_ports"`
 	// Intercept is how a transparent listener receives its connections:
 	// "redirect" (default) or "tproxy". Transparent mode only.
 	Intercept string `yaml:"intercept"`
@@ -220,6 +230,13 @@ type Listener struct {
 	// TrustedProxies are the networks (CIDR) whose PROXY protocol headers
 	// are believed; required with ProxyProtocol.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ExtraVerbs are command verbs the listener forwards besides those
+	// ftpgate knows (RFC 959 and its extensions, SITE, the X-verbs, MFMT,
+	// CLNT, ...), for a server with commands of its own: letters only, at
+	// most 16, case does not matter. Every other verb is refused with 502.
+	// ftpgate forwards such a command and its reply as they are: list no
+	// verb whose command or reply carries an address.
+	ExtraVerbs []string `yaml:"extra_verbs"`
 	// Data configures the data connections of this listener's sessions.
 	Data Data `yaml:"data"`
 }

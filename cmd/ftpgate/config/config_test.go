@@ -183,12 +183,18 @@ func TestLoadBad(t *testing.T) {
 		{"bad-listen-wildcard.yaml", `listeners[1] (all): listen: 0.0.0.0:21 overlaps 198.19.0.1:21 of listeners[0] (public)`},
 		{"bad-transparent-upstream.yaml", `listeners[0] (edge): upstream: not allowed in transparent mode: each session goes to its original destination`},
 		{"bad-allow-destinations.yaml", `listeners[0] (edge): allow_destinations[1]: invalid CIDR "198.19.0.300/32"`},
+		{"bad-forward-no-allow.yaml", `listeners[0] (proxy): allow_destinations: required in forward mode: the networks clients may reach (without it ftpgate would relay to any host)`},
+		{"bad-allow-ports.yaml", "2 problems:\n" +
+			`listeners[0] (edge): allow_ports[1]: parsing port range "2121-2120": first port 2121 above last port 2120: value out of range` + "\n" +
+			`listeners[0] (edge): allow_ports[2]: parsing port range "smtp": first port is not a decimal number: syntax error`},
 		{"bad-intercept.yaml", `listeners[0] (edge): intercept: unknown value "divert"; use "redirect" or "tproxy"`},
 		{"bad-reverse-allow.yaml", `listeners[0] (public): allow_destinations: only for transparent and forward modes; a reverse listener connects to its upstream`},
 		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse", "transparent" or "forward"`},
 		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
+		{"bad-extra-verbs.yaml", "2 problems:\nlisteners[0] (public): extra_verbs[1]: \"P@SW\": a verb is 1 to 16 letters\n" +
+			"listeners[0] (public): extra_verbs[2]: \"pasv\" is a verb ftpgate knows already"},
 		{"bad-proxy-protocol.yaml", `listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
 		{"bad-advertise-ports.yaml", `listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
 		{"bad-source-check.yaml", `listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
 
 // Validate reports every problem with c at once, joined with errors.Join,
@@ -104,6 +105,9 @@ func (l *Listener) validate() []error {
 		if len(l.AllowDestinations) > 0 {
 			add("allow_destinations", errors.New("only for transparent and forward modes; a reverse listener connects to its upstream"))
 		}
+		if len(l.AllowPorts) > 0 {
+			add("allow_ports", errors.New("only for transparent and forward modes; a reverse listener connects to its upstream"))
+		}
 		if l.Intercept != "" {
 			add("intercept", errors.New("only for transparent mode"))
 		}
@@ -125,6 +129,9 @@ func (l *Listener) validate() []error {
 		if l.Upstream != "" {
 			add("upstream", errors.New("not allowed in forward mode: the client names the server in USER name@host"))
 		}
+		if len(l.AllowDestinations) == 0 {
+			add("allow_destinations", errors.New("required in forward mode: the networks clients may reach (without it ftpgate would relay to any host)"))
+		}
 		for i, c := range l.AllowDestinations {
 			if _, err := netip.ParsePrefix(c); err != nil {
 				add(fmt.Sprintf("allow_destinations[%d]", i), fmt.Errorf("invalid CIDR %q", c))
@@ -135,6 +142,18 @@ func (l *Listener) validate() []error {
 		}
 	default:
 		add("mode", fmt.Errorf("unknown value %q; use %q, %q or %q", l.Mode, ModeReverse, ModeTransparent, ModeForward))
+	}
+
+	for i, p := range l.AllowPorts {
+		if _, err := nat.ParsePortRange(p); err != nil {
+			add(fmt.Sprintf("allow_ports[%d]", i), err)
+		}
+	}
+
+	for i, v := range l.ExtraVerbs {
+		if err := checkExtraVerb(v); err != nil {
+			add(fmt.Sprintf("extra_verbs[%d]", i), err)
+		}
 	}
 
 	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
@@ -500,4 +519,17 @@ func validChainPrefix(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkExtraVerb reports why v cannot be an extra verb.
+func checkExtraVerb(v string) error {
+	if v == "" || len(v) > 16 || strings.IndexFunc(v, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
+	}) >= 0 {
+		return fmt.Errorf("%q: a verb is 1 to 16 letters", v)
+	}
+	if ftp.KnownVerb(strings.ToUpper(v)) {
+		return fmt.Errorf("%q is a verb ftpgate knows already", v)
+	}
+	return nil
 }

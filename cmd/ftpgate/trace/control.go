@@ -187,7 +187,9 @@ func (s *session) feed(fromClient bool, data []byte, gap bool, ts time.Time) {
 
 // command handles one command line from the client.
 func (s *session) command(line []byte, ts time.Time) {
-	c := ftp.ParseCommand(line)
+	// As a liberal server splits it: the trace explains what the server
+	// may have done.
+	c := ftp.SplitCommand(line)
 	if c.Verb == "" {
 		return
 	}

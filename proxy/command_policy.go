@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"log/slog"
+
+	"github.com/ftpgate/ftpgate/proxy/ftp"
+)
+
+// refusal is the reply ftpgate gives itself to a command it does not
+// forward.
+type refusal struct {
+	code int
+	text string
+}
+
+// parseCommand parses one of the client's command lines and polices it:
+// nothing crosses ftpgate unparsed (docs/security.md, "Smuggled commands").
+// A line that is not VERB or VERB SP arguments is refused with 500, a verb
+// that ftpgate does not know (ftp.KnownVerb, or the listener's ExtraVerbs)
+// with 502; both are logged and counted, and neither is forwarded. The log
+// never holds a refused line's bytes, nor the argument of PASS or ACCT.
+func (ss *session) parseCommand(line []byte) (ftp.Command, *refusal) {
+	cmd, err := ftp.ParseCommand(line)
+	if err != nil {
+		ss.srv.Metrics.command("")
+		ss.reject("command refused", "command_syntax", "err", err, "bytes", len(line))
+		return ftp.Command{}, &refusal{500, "Syntax error: a command is a verb of letters, then a space and its arguments."}
+	}
+	ss.srv.Metrics.command(cmd.Verb)
+	if !ftp.KnownVerb(cmd.Verb) && !ss.srv.extraVerb(cmd.Verb) {
+		ss.reject("command refused", "unknown_verb", "verb", cmd.Verb)
+		return ftp.Command{}, &refusal{502, "Command not implemented."}
+	}
+	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
+		arg := cmd.Arg
+		if cmd.Verb == "PASS" || cmd.Verb == "ACCT" {
+			arg = "****"
+		}
+		ss.log.Debug("client command", "verb", cmd.Verb, "arg", arg)
+	}
+	return cmd, nil
+}
+
+// canonicalLine is what ftpgate forwards for a command it parsed from
+// line: the line's Telnet prefix (IAC IP, IAC DM before ABOR or STAT, say),
+// then "VERB arg" as parsed, and CRLF. The server sees exactly the command
+// ftpgate understood, in RFC 959's spelling.
+func canonicalLine(line []byte, cmd ftp.Command) []byte {
+	prefix := ftp.TelnetPrefix(line)
+	out := make([]byte, 0, len(prefix)+len(cmd.Verb)+1+len(cmd.Arg)+2)
+	out = append(out, prefix...)
+	return ftp.AppendCommand(out, cmd.Verb, cmd.Arg)
+}
+
+// extraVerb reports whether verb is one of the listener's ExtraVerbs.
+func (s *Server) extraVerb(verb string) bool {
+	for _, v := range s.ExtraVerbs {
+		if v == verb {
+			return true
+		}
+	}
+	return false
+}
