@@ -2,6 +2,8 @@ package nat
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,77 +64,164 @@ func (r PortRange) Contains(p uint16) bool {
 	return r.First != 0 && r.First <= p && p <= r.Last
 }
 
-// PortPool hands out ports from a PortRange, never the same port twice until
-// it is released. It is safe for concurrent use. The zero PortPool, and a
-// pool made from an invalid range, are empty: Take always fails.
-//
-// Take hands out ports round robin: it resumes after the port it last handed
-// out, so a released port comes back only after the rest of the range has
-// been tried. That keeps a late or stray data connection meant for an
-// earlier transfer from landing on a new transfer's port.
-type PortPool struct {
-	mu    sync.Mutex
-	r     PortRange
-	n     int      // r.Len()
-	taken []uint64 // bit i set: port r.First+i is handed out
-	inUse int
-	next  int // index at which Take starts looking
+// PortAllocator records which ports are held, per address, by every
+// PortPool built on it. A process shares one among all its listeners and
+// all their configuration generations, so that a port of an address is
+// held by one data connection at a time, however the listeners' ranges
+// overlap and across reloads: two pinholes with the same match and
+// different targets would send one session's data to another's peer
+// (docs/security.md, "Cross-session data"). Safe for concurrent use.
+type PortAllocator struct {
+	mu   sync.Mutex
+	held map[netip.Addr]map[uint16]struct{}
+	// rested are the ports released last, oldest first, at most
+	// restingPorts: take hands them out again only when no other port is
+	// free, so that a late or stray connection meant for an earlier
+	// transfer does not land on the next one's port.
+	rested    []netip.AddrPort
+	restedSet map[netip.AddrPort]int // how many times each is in rested
 }
 
-// NewPortPool returns a pool with every port of r free.
-func NewPortPool(r PortRange) *PortPool {
+// restingPorts is how many released ports rest before they are handed out
+// again, unless nothing else is free.
+const restingPorts = 256
+
+// NewPortAllocator returns an allocator with no port held.
+func NewPortAllocator() *PortAllocator {
+	return &PortAllocator{held: map[netip.Addr]map[uint16]struct{}{}, restedSet: map[netip.AddrPort]int{}}
+}
+
+// take holds a free port of r for addr, picked at random among those not
+// released lately if there are any, and reports false if every port of r
+// is held for addr.
+func (a *PortAllocator) take(addr netip.Addr, r PortRange) (uint16, bool) {
 	n := r.Len()
-	return &PortPool{r: r, n: n, taken: make([]uint64, (n+63)/64)}
+	if n == 0 {
+		return 0, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := a.held[addr]
+	if held == nil {
+		held = map[uint16]struct{}{}
+		a.held[addr] = held
+	}
+	start := rand.IntN(n)
+	for k := range n {
+		port := r.First + uint16((start+k)%n)
+		if _, ok := held[port]; ok || a.restedSet[netip.AddrPortFrom(addr, port)] > 0 {
+			continue
+		}
+		held[port] = struct{}{}
+		return port, true
+	}
+	// Only resting ports are free, if any: the one that rested longest.
+	for _, ap := range a.rested {
+		if _, ok := held[ap.Port()]; ok || ap.Addr() != addr || !r.Contains(ap.Port()) {
+			continue
+		}
+		held[ap.Port()] = struct{}{}
+		return ap.Port(), true
+	}
+	return 0, false
 }
 
-// Take hands out a free port. When every port is handed out it returns an
-// error wrapping ErrPoolExhausted.
-func (p *PortPool) Take() (uint16, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.inUse < p.n {
-		for k := range p.n {
-			i := (p.next + k) % p.n
-			w, bit := i/64, uint64(1)<<(i%64)
-			if p.taken[w]&bit != 0 {
-				continue
-			}
-			p.taken[w] |= bit
-			p.inUse++
-			p.next = (i + 1) % p.n
-			return p.r.First + uint16(i), nil
+// release frees port of addr; it rests for a while.
+func (a *PortAllocator) release(addr netip.Addr, port uint16) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if held := a.held[addr]; held != nil {
+		delete(held, port)
+		if len(held) == 0 {
+			delete(a.held, addr)
 		}
 	}
-	return 0, fmt.Errorf("taking a port from range %s: %w", p.r, ErrPoolExhausted)
+	if len(a.rested) == restingPorts {
+		oldest := a.rested[0]
+		if a.restedSet[oldest]--; a.restedSet[oldest] == 0 {
+			delete(a.restedSet, oldest)
+		}
+		a.rested = append(a.rested[:0], a.rested[1:]...)
+	}
+	ap := netip.AddrPortFrom(addr, port)
+	a.rested = append(a.rested, ap)
+	a.restedSet[ap]++
 }
 
-// Release returns port to the pool. Releasing a port outside the range, or
-// one that is not handed out, does nothing.
-func (p *PortPool) Release(port uint16) {
+// Held returns the number of ports held for every address together.
+func (a *PortAllocator) Held() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, held := range a.held {
+		n += len(held)
+	}
+	return n
+}
+
+// PortPool hands out ports of a PortRange for any address: never a port
+// that this pool or another pool of its PortAllocator holds for that
+// address. It is safe for concurrent use. The zero PortPool, and a pool
+// made from an invalid range, are empty: Take always fails.
+//
+// Take picks a free port at random, among those not released lately when
+// there are any: a late or stray data connection meant for an earlier
+// transfer does not land on the next transfer's port, and no one can tell
+// the next port from the last.
+type PortPool struct {
+	r     PortRange
+	alloc *PortAllocator
+
+	mu   sync.Mutex
+	mine map[netip.AddrPort]struct{} // what this pool holds
+}
+
+// NewPortPool returns a pool of r with an allocator of its own.
+func NewPortPool(r PortRange) *PortPool {
+	return NewSharedPortPool(r, NewPortAllocator())
+}
+
+// NewSharedPortPool returns a pool of r on the allocator a, which it shares
+// with every other pool on a.
+func NewSharedPortPool(r PortRange, a *PortAllocator) *PortPool {
+	return &PortPool{r: r, alloc: a, mine: map[netip.AddrPort]struct{}{}}
+}
+
+// Take holds a free port for addr (unmapped, without zone). When every
+// port of the range is held for addr it returns an error wrapping
+// ErrPoolExhausted.
+func (p *PortPool) Take(addr netip.Addr) (uint16, error) {
+	addr = addr.Unmap().WithZone("")
+	if p.alloc != nil {
+		if port, ok := p.alloc.take(addr, p.r); ok {
+			p.mu.Lock()
+			p.mine[netip.AddrPortFrom(addr, port)] = struct{}{}
+			p.mu.Unlock()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("taking a port of %s from range %s: %w", addr, p.r, ErrPoolExhausted)
+}
+
+// Release frees a port that Take handed out for addr. Releasing a port this
+// pool does not hold does nothing.
+func (p *PortPool) Release(addr netip.Addr, port uint16) {
+	ap := netip.AddrPortFrom(addr.Unmap().WithZone(""), port)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.r.Contains(port) || p.n == 0 {
-		return
+	_, ok := p.mine[ap]
+	delete(p.mine, ap)
+	p.mu.Unlock()
+	if ok {
+		p.alloc.release(ap.Addr(), port)
 	}
-	i := int(port - p.r.First)
-	w, bit := i/64, uint64(1)<<(i%64)
-	if p.taken[w]&bit == 0 {
-		return
-	}
-	p.taken[w] &^= bit
-	p.inUse--
 }
 
-// InUse returns the number of ports handed out and not yet released.
+// InUse returns the number of ports this pool holds.
 func (p *PortPool) InUse() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.inUse
+	return len(p.mine)
 }
 
 // Range returns the range the pool hands out ports from.
-func (p *PortPool) Range() PortRange {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.r
-}
+func (p *PortPool) Range() PortRange { return p.r }

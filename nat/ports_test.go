@@ -2,6 +2,7 @@ package nat
 
 import (
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,6 +77,11 @@ func TestPortRange(t *testing.T) {
 	}
 }
 
+var (
+	gwIn  = netip.MustParseAddr("198.18.1.1")
+	gwOut = netip.MustParseAddr("198.19.0.1")
+)
+
 func TestPortPoolTakeAll(t *testing.T) {
 	r := PortRange{40000, 40009}
 	p := NewPortPool(r)
@@ -84,7 +90,7 @@ func TestPortPoolTakeAll(t *testing.T) {
 	}
 	seen := map[uint16]bool{}
 	for range r.Len() {
-		port, err := p.Take()
+		port, err := p.Take(gwIn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,42 +102,114 @@ func TestPortPoolTakeAll(t *testing.T) {
 	if p.InUse() != r.Len() {
 		t.Fatalf("InUse() = %d, want %d", p.InUse(), r.Len())
 	}
-	_, err := p.Take()
+	_, err := p.Take(gwIn)
 	if !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("Take() on a full pool: %v, want ErrPoolExhausted", err)
 	}
-	if want := "taking a port from range 40000-40009: port pool exhausted"; err.Error() != want {
+	if want := "taking a port of 198.18.1.1 from range 40000-40009: port pool exhausted"; err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
 	}
+	// Another address has its own ports.
+	other, err := p.Take(gwOut)
+	if err != nil {
+		t.Errorf("Take(another address) = %v", err)
+	}
+	p.Release(gwOut, other)
 
-	p.Release(40004)
-	p.Release(40004) // not taken: no-op
-	p.Release(39999) // outside: no-op
-	p.Release(0)
+	p.Release(gwIn, 40004)
+	p.Release(gwIn, 40004)  // not held: no-op
+	p.Release(gwIn, 39999)  // outside: no-op
+	p.Release(gwOut, 40005) // held for another address: no-op
+	p.Release(gwIn, 0)
 	if p.InUse() != r.Len()-1 {
 		t.Fatalf("InUse() after one release = %d, want %d", p.InUse(), r.Len()-1)
 	}
-	if port, err := p.Take(); err != nil || port != 40004 {
-		t.Fatalf("Take() after release = %d, %v; want 40004", port, err)
+	if port, err := p.Take(netip.AddrFrom16(gwIn.As16())); err != nil || port != 40004 {
+		t.Fatalf("Take(IPv4-mapped) after release = %d, %v; want 40004", port, err)
 	}
 }
 
-func TestPortPoolRoundRobin(t *testing.T) {
+// TestPortPoolShared: pools on one allocator (the listeners of a process
+// and of every configuration generation) never hold the same port of the
+// same address at once, however their ranges overlap.
+func TestPortPoolShared(t *testing.T) {
+	a := NewPortAllocator()
+	old := NewSharedPortPool(PortRange{50000, 50009}, a)
+	reloaded := NewSharedPortPool(PortRange{50005, 50014}, a)
+	held := map[uint16]string{}
+	for range 10 {
+		for name, p := range map[string]*PortPool{"old": old, "reloaded": reloaded} {
+			port, err := p.Take(gwIn)
+			if errors.Is(err, ErrPoolExhausted) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if other, ok := held[port]; ok {
+				t.Fatalf("port %d held by the %s pool and the %s pool", port, other, name)
+			}
+			held[port] = name
+		}
+	}
+	if len(held) != 15 || a.Held() != 15 {
+		t.Fatalf("%d ports held (allocator: %d), want all 15 of the two ranges", len(held), a.Held())
+	}
+	for port, name := range held {
+		map[string]*PortPool{"old": old, "reloaded": reloaded}[name].Release(gwIn, port)
+	}
+	if a.Held() != 0 || old.InUse() != 0 || reloaded.InUse() != 0 {
+		t.Errorf("after release: allocator %d, pools %d and %d", a.Held(), old.InUse(), reloaded.InUse())
+	}
+}
+
+// TestPortPoolRests: a port just released comes back only when no other is
+// free: a late connection meant for the earlier transfer must not land on
+// the next one's port.
+func TestPortPoolRests(t *testing.T) {
 	p := NewPortPool(PortRange{40000, 40009})
-	a, _ := p.Take()
-	b, _ := p.Take()
-	p.Release(a)
-	c, err := p.Take()
-	if err != nil || c == a || c == b {
-		t.Fatalf("Take() after releasing %d = %d, %v; want a port not just released", a, c, err)
+	var held []uint16
+	for range 10 {
+		port, err := p.Take(gwIn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, port)
 	}
-	// The released port comes back only after the rest of the range.
-	var last uint16
-	for range 8 {
-		last, _ = p.Take()
+	p.Release(gwIn, held[3])
+	p.Release(gwIn, held[7])
+	if port, _ := p.Take(gwIn); port != held[3] {
+		t.Errorf("Take() = %d, want %d: released first, rested longest", port, held[3])
 	}
-	if last != a {
-		t.Fatalf("last free port handed out = %d, want %d", last, a)
+	p.Release(gwIn, held[0])
+	if port, _ := p.Take(gwIn); port != held[7] {
+		t.Errorf("Take() = %d, want %d, which rested longer than %d", port, held[7], held[0])
+	}
+	if port, _ := p.Take(gwIn); port != held[0] {
+		t.Errorf("Take() = %d, want %d, the last free port", port, held[0])
+	}
+}
+
+// TestPortPoolRandom: ports are picked at random, not in order.
+func TestPortPoolRandom(t *testing.T) {
+	p := NewPortPool(PortRange{40000, 40999})
+	seen := map[uint16]bool{}
+	ordered := true
+	prev := uint16(0)
+	for range 20 {
+		port, err := p.Take(gwOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port != prev+1 && prev != 0 {
+			ordered = false
+		}
+		prev = port
+		seen[port] = true
+		p.Release(gwOut, port)
+	}
+	if ordered || len(seen) < 10 {
+		t.Errorf("20 takes and releases handed out %d distinct ports, in order %t: not random", len(seen), ordered)
 	}
 }
 
@@ -141,11 +219,11 @@ func TestPortPoolEmpty(t *testing.T) {
 		"invalid range": NewPortPool(PortRange{10, 9}),
 		"zero range":    NewPortPool(PortRange{}),
 	} {
-		if _, err := p.Take(); !errors.Is(err, ErrPoolExhausted) {
+		if _, err := p.Take(gwIn); !errors.Is(err, ErrPoolExhausted) {
 			t.Errorf("%s: Take() error = %v, want ErrPoolExhausted", name, err)
 		}
-		p.Release(0)
-		p.Release(10)
+		p.Release(gwIn, 0)
+		p.Release(gwIn, 10)
 		if p.InUse() != 0 {
 			t.Errorf("%s: InUse() = %d", name, p.InUse())
 		}
@@ -155,34 +233,36 @@ func TestPortPoolEmpty(t *testing.T) {
 func TestPortPoolOnePort(t *testing.T) {
 	p := NewPortPool(PortRange{65535, 65535})
 	for range 3 {
-		port, err := p.Take()
+		port, err := p.Take(gwIn)
 		if err != nil || port != 65535 {
 			t.Fatalf("Take() = %d, %v", port, err)
 		}
-		if _, err := p.Take(); !errors.Is(err, ErrPoolExhausted) {
+		if _, err := p.Take(gwIn); !errors.Is(err, ErrPoolExhausted) {
 			t.Fatalf("second Take() error = %v", err)
 		}
-		p.Release(port)
+		p.Release(gwIn, port)
 	}
 }
 
 // TestPortPoolConcurrent checks under -race that no port is held by two
-// goroutines at once.
+// goroutines at once, from two pools of overlapping ranges on one
+// allocator.
 func TestPortPoolConcurrent(t *testing.T) {
-	r := PortRange{50000, 50099}
-	p := NewPortPool(r)
+	a := NewPortAllocator()
+	pools := []*PortPool{NewSharedPortPool(PortRange{50000, 50099}, a), NewSharedPortPool(PortRange{50050, 50149}, a)}
 	var holders [65536]atomic.Int32
 	var wg sync.WaitGroup
-	for range 64 {
+	for g := range 64 {
+		p := pools[g%2]
 		wg.Go(func() {
 			var mine []uint16
 			for i := range 2000 {
 				if i%3 != 2 {
-					port, err := p.Take()
+					port, err := p.Take(gwIn)
 					if errors.Is(err, ErrPoolExhausted) {
 						continue
 					}
-					if err != nil || !r.Contains(port) {
+					if err != nil || !p.Range().Contains(port) {
 						t.Errorf("Take() = %d, %v", port, err)
 						return
 					}
@@ -195,45 +275,17 @@ func TestPortPoolConcurrent(t *testing.T) {
 					port := mine[0]
 					mine = mine[1:]
 					holders[port].Add(-1)
-					p.Release(port)
+					p.Release(gwIn, port)
 				}
 			}
 			for _, port := range mine {
 				holders[port].Add(-1)
-				p.Release(port)
+				p.Release(gwIn, port)
 			}
 		})
 	}
 	wg.Wait()
-	if p.InUse() != 0 {
-		t.Fatalf("InUse() = %d after all released", p.InUse())
-	}
-}
-
-func TestPortPoolConcurrentTakeAll(t *testing.T) {
-	r := PortRange{1024, 5119}
-	p := NewPortPool(r)
-	var mu sync.Mutex
-	seen := map[uint16]bool{}
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			for {
-				port, err := p.Take()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				if seen[port] {
-					t.Errorf("port %d handed out twice", port)
-				}
-				seen[port] = true
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if len(seen) != r.Len() || p.InUse() != r.Len() {
-		t.Fatalf("took %d ports, InUse() = %d; want %d", len(seen), p.InUse(), r.Len())
+	if a.Held() != 0 {
+		t.Fatalf("Held() = %d after all released", a.Held())
 	}
 }

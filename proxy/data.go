@@ -38,6 +38,7 @@ const kernelLookupTimeout = 5 * time.Second
 type dataPort struct {
 	ss           *session
 	port         uint16
+	addr         netip.Addr // the address port is held for in pool
 	pool         *nat.PortPool
 	ln           *net.TCPListener // nil on the kernel path
 	pinhole      rules.Pinhole    // zero if no firewall is managed
@@ -46,22 +47,24 @@ type dataPort struct {
 	once         sync.Once
 }
 
-// openDataPort takes a port from pool; on the relay path (listen valid) it
-// listens on listen:port, skipping ports that another program holds, a
-// bounded number of times. Then it opens the pinhole that pinhole(port)
-// describes, before any reply announces the port.
-func (ss *session) openDataPort(pool *nat.PortPool, listen netip.Addr, pinhole func(port uint16) rules.Pinhole) (*dataPort, error) {
+// openDataPort takes a port of addr from pool (addr is the address the
+// peer connects to: the pinhole's destination, so that no two pinholes of
+// the process share a match); on the relay path (listen valid) it listens
+// on listen:port, skipping ports that another program holds, a bounded
+// number of times. Then it opens the pinhole that pinhole(port) describes,
+// before any reply announces the port.
+func (ss *session) openDataPort(pool *nat.PortPool, addr, listen netip.Addr, pinhole func(port uint16) rules.Pinhole) (*dataPort, error) {
 	tries := min(pool.Range().Len(), 32)
 	for range tries {
-		port, err := pool.Take()
+		port, err := pool.Take(addr)
 		if err != nil {
 			return nil, fmt.Errorf("taking a data port: %w", err)
 		}
-		dp := &dataPort{ss: ss, port: port, pool: pool}
+		dp := &dataPort{ss: ss, port: port, addr: addr, pool: pool}
 		if listen.IsValid() {
 			dp.ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(listen, port)))
 			if err != nil {
-				pool.Release(port)
+				pool.Release(addr, port)
 				if errors.Is(err, syscall.EADDRINUSE) {
 					continue
 				}
@@ -72,7 +75,7 @@ func (ss *session) openDataPort(pool *nat.PortPool, listen netip.Addr, pinhole f
 			if dp.ln != nil {
 				dp.ln.Close()
 			}
-			pool.Release(port)
+			pool.Release(addr, port)
 			return nil, err
 		}
 		ss.portsMu.Lock()
@@ -123,7 +126,7 @@ func (dp *dataPort) Close() {
 			}
 			cancel()
 		}
-		dp.pool.Release(dp.port)
+		dp.pool.Release(dp.addr, dp.port)
 		dp.ss.portsMu.Lock()
 		delete(dp.ss.ports, dp)
 		dp.ss.portsMu.Unlock()

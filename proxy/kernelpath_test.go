@@ -6,10 +6,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/rules"
 )
 
@@ -210,5 +212,44 @@ func TestKernelPathWatchFails(t *testing.T) {
 	}
 	if h.logged("outcome=forwarded") {
 		t.Error("a link whose watcher failed was logged forwarded")
+	}
+}
+
+// TestKernelPathPortsShared: two listeners (or two configuration
+// generations) whose server_ports overlap, to the same server, on the
+// kernel path. Each PORT makes a DNAT pinhole matching "server -> the
+// gateway's port"; had both sessions the same port, the two pinholes would
+// have the same match and different clients as targets, and one client's
+// data would reach the other. With one allocator for the process, the port
+// is held by one pinhole at a time: the second session is refused, not
+// given the port.
+func TestKernelPathPortsShared(t *testing.T) {
+	ports := nat.NewPortAllocator()
+	one := nat.PortRange{First: 29990, Last: 29990}
+	r := &recordingPinholer{open: map[int]rules.Pinhole{}}
+	shared := func(s *Server) { s.ServerPorts = nat.NewSharedPortPool(one, ports) }
+	first := newHarness(t, withKernelPath(r, newFakeWatcher()), shared)
+	second := newHarness(t, withKernelPath(r, newFakeWatcher()), shared,
+		func(s *Server) { s.Upstream = first.srv.Upstream })
+	a := first.dial()
+	a.login()
+	a.negotiate("PORT")
+	b := second.dial()
+	b.login()
+	if got := b.cmd("PORT "+nat.FormatPORT(netip.MustParseAddrPort("127.0.0.1:30001")), 425); !strings.Contains(got, "Can't open data connection") {
+		t.Errorf("second session's PORT: %q", got)
+	}
+	opened, open := r.state()
+	if len(opened) != 1 || open != 1 {
+		t.Errorf("%d pinholes opened, %d open; want the first session's only: %+v", len(opened), open, opened)
+	}
+	a.quit()
+	first.sessionsEnded()
+	// Released with the first session: the second may have it now.
+	b.negotiate("PORT")
+	b.quit()
+	second.sessionsEnded()
+	if ports.Held() != 0 {
+		t.Errorf("%d ports held after both sessions ended", ports.Held())
 	}
 }

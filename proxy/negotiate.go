@@ -174,9 +174,10 @@ func (ss *session) negotiate(cs clientSide) error {
 //	        -t nat -A FTPGATE-POSTROUTING ... -j SNAT --to-source V (V: the address the
 //	        client believes its server has, unless the connection comes from it already)
 func (ss *session) openServerPort(cs clientSide) (*dataPort, error) {
-	to := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(ss.serverLocal.Addr(), port) }
+	local := ss.serverLocal.Addr()
+	to := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(local, port) }
 	if ss.srv.DataPath == KernelPath {
-		return ss.openDataPort(ss.srv.ServerPorts, netip.Addr{}, func(port uint16) rules.Pinhole {
+		return ss.openDataPort(ss.srv.ServerPorts, local, netip.Addr{}, func(port uint16) rules.Pinhole {
 			p := rules.Pinhole{From: ss.serverPeer.Addr(), To: to(port), Deliver: rules.DNAT, DNATTo: cs.target}
 			if v := ss.clientView(); v != p.From {
 				p.SNATTo = v
@@ -184,7 +185,7 @@ func (ss *session) openServerPort(cs clientSide) (*dataPort, error) {
 			return p
 		})
 	}
-	return ss.openDataPort(ss.srv.ServerPorts, ss.serverLocal.Addr(), func(port uint16) rules.Pinhole {
+	return ss.openDataPort(ss.srv.ServerPorts, local, local, func(port uint16) rules.Pinhole {
 		return rules.Pinhole{From: ss.serverPeer.Addr(), To: to(port), Deliver: rules.AcceptLocal}
 	})
 }
@@ -211,7 +212,7 @@ func (ss *session) openClientPort(target netip.AddrPort) (*dataPort, error) {
 	}
 	switch {
 	case ss.srv.DataPath == KernelPath:
-		return ss.openDataPort(ss.srv.ClientPorts, netip.Addr{}, func(port uint16) rules.Pinhole {
+		return ss.openDataPort(ss.srv.ClientPorts, dst, netip.Addr{}, func(port uint16) rules.Pinhole {
 			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.DNAT,
 				DNATTo: target, SNATTo: ss.serverLocal.Addr()}
 		})
@@ -222,11 +223,11 @@ func (ss *session) openClientPort(target netip.AddrPort) (*dataPort, error) {
 		if !c.Is4() {
 			wildcard = netip.IPv6Unspecified()
 		}
-		return ss.openDataPort(ss.srv.ClientPorts, wildcard, func(port uint16) rules.Pinhole {
+		return ss.openDataPort(ss.srv.ClientPorts, dst, wildcard, func(port uint16) rules.Pinhole {
 			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.Redirect, RedirectPort: port}
 		})
 	default:
-		return ss.openDataPort(ss.srv.ClientPorts, ss.clientLocal.Addr(), func(port uint16) rules.Pinhole {
+		return ss.openDataPort(ss.srv.ClientPorts, dst, ss.clientLocal.Addr(), func(port uint16) rules.Pinhole {
 			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.AcceptLocal}
 		})
 	}

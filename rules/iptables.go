@@ -614,6 +614,9 @@ func (t *IPTables) open(ctx context.Context, p Pinhole) (*pinhole, error) {
 	if !started {
 		return nil, fmt.Errorf("%w: chains not set up (Start has not succeeded)", ErrNotExist)
 	}
+	if other, ok := t.conflicting(p); ok {
+		return nil, t.conflict(p, other)
+	}
 	ttl := p.TTL
 	if ttl == 0 {
 		ttl = t.ttl
@@ -634,6 +637,27 @@ func (t *IPTables) open(ctx context.Context, p Pinhole) (*pinhole, error) {
 	}
 	t.insert(e, time.Now().Add(ttl))
 	return e, nil
+}
+
+// conflicting returns an open pinhole that conflicts with p, if any. The
+// caller holds t.op, so that none is added meanwhile.
+func (t *IPTables) conflicting(p Pinhole) (Pinhole, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.queue {
+		if conflicts(e.p, p) {
+			return e.p, true
+		}
+	}
+	return Pinhole{}, false
+}
+
+// conflict logs and counts a pinhole refused for conflicting with other,
+// and returns its error.
+func (t *IPTables) conflict(p, other Pinhole) error {
+	t.m.conflicts.Inc()
+	t.log.Warn("pinhole refused: another one diverts the same connections elsewhere", "pinhole", p.String(), "other", other.String())
+	return fmt.Errorf("%w: %s", ErrConflict, other)
 }
 
 // rollback deletes the rules of a failed Open, whatever ctx says. Rules it

@@ -419,6 +419,38 @@ ftpgate_pinhole_errors_total{op="open"} 5
 `, "ftpgate_pinhole_errors_total")
 }
 
+// TestOpenConflict: two DNAT pinholes with the same match (the server's
+// connection to the gateway's port) and different targets (two clients)
+// cannot both hold: the older rule would win silently and send the second
+// session's data to the first session's client. The second is refused.
+func TestOpenConflict(t *testing.T) {
+	ctx := context.Background()
+	fb := newFakeBackend(t, IPTablesConfig{}, false)
+	mustStart(t, fb)
+	server := netip.MustParseAddr("198.18.1.2")
+	gw := netip.MustParseAddrPort("198.18.1.1:50000")
+	a := Pinhole{Session: 1, From: server, To: gw, Deliver: DNAT, DNATTo: netip.MustParseAddrPort("198.19.0.2:40001")}
+	b := a
+	b.Session, b.DNATTo = 2, netip.MustParseAddrPort("198.19.0.3:40001")
+	if _, err := fb.Open(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fb.Open(ctx, b); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Open of a conflicting pinhole = %v, want ErrConflict", err)
+	}
+	if n := fb.Active(); n != 1 {
+		t.Errorf("Active() = %d, want 1", n)
+	}
+	other := b
+	other.To = netip.MustParseAddrPort("198.18.1.1:50001") // another port: no conflict
+	if _, err := fb.Open(ctx, other); err != nil {
+		t.Errorf("Open on another port = %v", err)
+	}
+	if !strings.Contains(fb.logs.String(), "another one diverts the same connections elsewhere") {
+		t.Errorf("the conflict is not logged:\n%s", fb.logs)
+	}
+}
+
 func TestOpenRollback(t *testing.T) {
 	ctx := context.Background()
 	p := Pinhole{Session: 7, Seq: 1, From: from4, To: to4, Deliver: DNAT, DNATTo: dnat4, SNATTo: snat4}

@@ -18,6 +18,7 @@ type metrics struct {
 	opDuration *prometheus.HistogramVec
 	active     prometheus.Gauge
 	errors     *prometheus.CounterVec
+	conflicts  prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them on reg, or on a private
@@ -40,8 +41,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ftpgate_pinhole_errors_total",
 			Help: "Pinhole operations that failed, by operation.",
 		}, []string{"op"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ftpgate_pinhole_conflicts_total",
+			Help: "Pinholes refused because another open one diverts the same connections elsewhere.",
+		}),
 	}
-	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors); err != nil {
+	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors, m.conflicts); err != nil {
 		return nil, err
 	}
 	for _, op := range []string{opOpen, opClose} {

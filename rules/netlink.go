@@ -77,6 +77,7 @@ type Netlink struct {
 
 // sharedElement is what the books know of one element in the kernel.
 type sharedElement struct {
+	value   string    // its value (a map element's data), which every holder needs the same
 	holders int       // open pinholes that need it
 	until   time.Time // when the kernel expires it: the latest holder's expiry
 }
@@ -417,7 +418,8 @@ type nlPinhole struct {
 
 // element is one set or map element of a pinhole.
 type element interface {
-	key() string // identifies the element in the kernel, for refs
+	key() string   // identifies the element in the kernel, for refs
+	value() string // what a map element maps its key to; "" for a set element
 	// add adds the element with a kernel timeout of ttl; with refresh, it
 	// may exist already and its timeout restarts at ttl.
 	add(ttl time.Duration, refresh bool) error
@@ -438,6 +440,8 @@ func (e ipsetElement) key() string {
 	}
 	return fmt.Sprintf("ipset %s %s,tcp:%d,%s", e.set, e.entry.IP, port, e.entry.IP2)
 }
+
+func (e ipsetElement) value() string { return "" }
 
 func (e ipsetElement) add(ttl time.Duration, _ bool) error {
 	entry := e.entry
@@ -471,6 +475,7 @@ type mapElement struct {
 func (e mapElement) key() string {
 	return fmt.Sprintf("nft %s %s %x", familyName(e.e.set.Table.Family), e.e.set.Name, e.e.key)
 }
+func (e mapElement) value() string                             { return fmt.Sprintf("%x", e.e.val) }
 func (e mapElement) add(ttl time.Duration, refresh bool) error { return e.m.add(e.e, ttl, refresh) }
 func (e mapElement) del() error                                { return e.m.del(e.e) }
 
@@ -590,8 +595,15 @@ func (n *Netlink) openPinhole(ctx context.Context, p Pinhole) (*nlPinhole, error
 //
 // An element that another open pinhole holds already is added again only
 // if this pinhole outlives it, to move its kernel timeout later; it is
-// never shortened.
+// never shortened. A map element that another pinhole holds with another
+// value is a conflict (ErrConflict), never an overwrite: the other
+// session's connections would go to this one's peer.
 func (n *Netlink) install(e *nlPinhole, els []element) error {
+	for _, el := range els {
+		if sh := n.refs[el.key()]; sh != nil && sh.value != el.value() {
+			return n.conflict(e.p, el)
+		}
+	}
 	until := time.Now().Add(e.ttl)
 	for _, el := range els {
 		sh := n.refs[el.key()]
@@ -604,7 +616,7 @@ func (n *Netlink) install(e *nlPinhole, els []element) error {
 			}
 		}
 		if sh == nil {
-			sh = &sharedElement{}
+			sh = &sharedElement{value: el.value()}
 			n.refs[el.key()] = sh
 		}
 		sh.holders++
@@ -616,6 +628,23 @@ func (n *Netlink) install(e *nlPinhole, els []element) error {
 	n.open[e] = struct{}{}
 	n.ipt.m.active.Set(float64(len(n.open)))
 	return nil
+}
+
+// conflict logs and counts a pinhole refused because another holds el
+// with another value, and returns its error. The caller holds n.op.
+func (n *Netlink) conflict(p Pinhole, el element) error {
+	var other string
+	for o := range n.open {
+		for _, oe := range o.elements {
+			if oe.key() == el.key() {
+				other = o.p.String()
+			}
+		}
+	}
+	n.ipt.m.conflicts.Inc()
+	n.ipt.log.Warn("pinhole refused: another one diverts the same connections elsewhere",
+		"pinhole", p.String(), "other", other, "element", el.key())
+	return fmt.Errorf("%w: %s (%s)", ErrConflict, other, el.key())
 }
 
 // removeElements deletes e's elements, last added first, each from the

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -95,9 +98,11 @@ type fakeElement struct {
 	name string
 	log  *[]string
 	fail error
+	val  string // a map element's value
 }
 
-func (e fakeElement) key() string { return e.name }
+func (e fakeElement) key() string   { return e.name }
+func (e fakeElement) value() string { return e.val }
 func (e fakeElement) add(ttl time.Duration, refresh bool) error {
 	op := "add "
 	if refresh {
@@ -128,8 +133,8 @@ func newBooks(t *testing.T) *Netlink {
 func TestSharedElements(t *testing.T) {
 	n := newBooks(t)
 	var log []string
-	shared := fakeElement{"shared", &log, nil}
-	own := fakeElement{"own", &log, nil}
+	shared := fakeElement{"shared", &log, nil, ""}
+	own := fakeElement{"own", &log, nil, ""}
 	long := &nlPinhole{ttl: time.Hour, timer: time.NewTimer(time.Hour)}
 	short := &nlPinhole{ttl: time.Minute, timer: time.NewTimer(time.Hour)}
 	longer := &nlPinhole{ttl: 2 * time.Hour, timer: time.NewTimer(time.Hour)}
@@ -199,7 +204,7 @@ func TestInstallRollsBack(t *testing.T) {
 	var log []string
 	refused := errors.New("refused")
 	e := &nlPinhole{ttl: time.Second}
-	err := n.install(e, []element{fakeElement{"filter", &log, nil}, fakeElement{"dnat", &log, refused}})
+	err := n.install(e, []element{fakeElement{"filter", &log, nil, ""}, fakeElement{"dnat", &log, refused, ""}})
 	if !errors.Is(err, refused) {
 		t.Fatalf("install = %v, want the kernel's error", err)
 	}
@@ -208,5 +213,39 @@ func TestInstallRollsBack(t *testing.T) {
 	}
 	if len(n.refs) != 0 || len(n.open) != 0 {
 		t.Errorf("books not empty: refs %v, open %d", n.refs, len(n.open))
+	}
+}
+
+// TestConflictingElements: a map element that an open pinhole holds with
+// one value (DNAT to client A) is never overwritten by a pinhole that
+// needs another (DNAT to client B, same match): that would send A's data
+// to B. The second is refused with ErrConflict, counted, and changes
+// nothing; one that needs the same value shares the element.
+func TestConflictingElements(t *testing.T) {
+	n := newBooks(t)
+	n.ipt.log = slog.New(slog.DiscardHandler)
+	var log []string
+	filterA := fakeElement{"ipset dnat4 A", &log, nil, ""}
+	toA := fakeElement{"nft dnat_to server.gw.50000", &log, nil, "clientA"}
+	toB := fakeElement{"nft dnat_to server.gw.50000", &log, nil, "clientB"}
+	a := &nlPinhole{p: Pinhole{Session: 1}, ttl: time.Minute, timer: time.NewTimer(time.Hour)}
+	b := &nlPinhole{p: Pinhole{Session: 2}, ttl: time.Minute, timer: time.NewTimer(time.Hour)}
+	same := &nlPinhole{p: Pinhole{Session: 3}, ttl: time.Minute, timer: time.NewTimer(time.Hour)}
+	if err := n.install(a, []element{filterA, toA}); err != nil {
+		t.Fatal(err)
+	}
+	log = nil
+	err := n.install(b, []element{fakeElement{"ipset dnat4 B", &log, nil, ""}, toB})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "s=1") {
+		t.Fatalf("install of a conflicting element = %v, want ErrConflict naming the holder", err)
+	}
+	if len(log) != 0 || len(n.open) != 1 || n.refs[toA.key()].value != "clientA" || n.refs[toA.key()].holders != 1 {
+		t.Errorf("a refused pinhole changed something: kernel %q, %d open, refs %+v", log, len(n.open), n.refs[toA.key()])
+	}
+	if got := testutil.ToFloat64(n.ipt.m.conflicts); got != 1 {
+		t.Errorf("ftpgate_pinhole_conflicts_total = %v, want 1", got)
+	}
+	if err := n.install(same, []element{toA}); err != nil {
+		t.Errorf("install of the same element with the same value = %v", err)
 	}
 }

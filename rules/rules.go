@@ -29,6 +29,11 @@ var (
 	// ErrFamily means the backend cannot install rules for the pinhole's
 	// address family, e.g. an IPv6 pinhole where no ip6tables was found.
 	ErrFamily = errors.New("address family not available")
+	// ErrConflict means that another open pinhole diverts the same
+	// connections (same source, same destination) elsewhere: installing
+	// this one would send one session's data to another's peer, or let the
+	// older rule win silently. Nothing is installed.
+	ErrConflict = errors.New("another pinhole diverts the same connections elsewhere")
 )
 
 // Delivery says where a connection admitted by a pinhole goes.
@@ -206,6 +211,18 @@ func (p Pinhole) normalize() Pinhole {
 	}
 	p.SNATTo = p.SNATTo.Unmap()
 	return p
+}
+
+// conflicts reports whether a and b (normalized) divert the same
+// connections, from the same source to the same destination address and
+// port, to different places: a NAT rule matches on source and
+// destination, so only one of them can hold.
+func conflicts(a, b Pinhole) bool {
+	diverts := func(p Pinhole) bool { return p.Deliver == DNAT || p.Deliver == Redirect }
+	if !diverts(a) || !diverts(b) || a.From != b.From || a.To != b.To {
+		return false
+	}
+	return a.Deliver != b.Deliver || a.DNATTo != b.DNATTo || a.SNATTo != b.SNATTo || a.RedirectPort != b.RedirectPort
 }
 
 // Pinholer installs pinholes. Implementations are safe for concurrent use.

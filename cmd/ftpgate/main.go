@@ -183,6 +183,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	sup := &supervisor{
 		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: metrics,
 		limiter: proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient),
+		ports:   nat.NewPortAllocator(),
 		running: map[string]*listener{},
 	}
 	for _, lc := range cfg.Listeners {
@@ -218,6 +219,10 @@ type supervisor struct {
 	fw      *firewall
 	metrics *proxy.Metrics
 	limiter *proxy.SessionLimiter
+	// ports is shared by every listener's data port pools, of every
+	// configuration generation: a port of an address is held by one
+	// pinhole at a time.
+	ports   *nat.PortAllocator
 	cfg     *config.Config
 	running map[string]*listener // by name
 	wg      sync.WaitGroup       // one per Serve, running or retired
@@ -233,7 +238,7 @@ type listener struct {
 
 // start binds one listener and serves it.
 func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
-	srv, err := newServer(lc, limits, sup.limiter, sup.log)
+	srv, err := newServer(lc, limits, sup.limiter, sup.ports, sup.log)
 	if err != nil {
 		return err
 	}
@@ -323,7 +328,7 @@ func (sup *supervisor) reload(path string) {
 
 // newServer builds the proxy for one configured listener. cfg has been
 // validated, so parse errors here are programming errors, still reported.
-func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimiter, log *slog.Logger) (*proxy.Server, error) {
+func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimiter, ports *nat.PortAllocator, log *slog.Logger) (*proxy.Server, error) {
 	modes := map[string]proxy.ServerMode{
 		config.ServerModeSame:    proxy.SameMode,
 		config.ServerModePassive: proxy.PassiveMode,
@@ -345,8 +350,8 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		Name:         lc.Name,
 		Upstream:     lc.Upstream,
 		ServerMode:   mode,
-		ClientPorts:  nat.NewPortPool(clientPorts),
-		ServerPorts:  nat.NewPortPool(serverPorts),
+		ClientPorts:  nat.NewSharedPortPool(clientPorts, ports),
+		ServerPorts:  nat.NewSharedPortPool(serverPorts, ports),
 		IdleTimeout:  lim.IdleTimeout,
 		DataTimeout:  lim.DataTimeout,
 		DrainTimeout: lim.DrainTimeout,

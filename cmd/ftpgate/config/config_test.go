@@ -211,6 +211,9 @@ func TestLoadBad(t *testing.T) {
 		{"bad-client-ports-overlap.yaml", `listeners[1] (other): data.client_ports: 40500-41499 on 203.0.113.7 overlaps data.client_ports 40000-40999 on 203.0.113.7 of listeners[0] (public)`},
 		{"bad-client-ports-overlap-listen.yaml", `listeners[1] (other): data.client_ports: 40000-40999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of listeners[0] (public)`},
 		{"bad-server-ports-overlap.yaml", `listeners[1] (other): data.server_ports: 50999-51999 on 198.18.1.1 overlaps data.server_ports 50000-50999 on 198.18.1.1 of listeners[0] (public)`},
+		// Without server_address the server ports may be on any local
+		// address: they overlap whatever is set.
+		{"bad-server-ports-overlap-unset.yaml", `listeners[1] (other): data.server_ports: 50999-51999 on any local address (no server_address) overlaps data.server_ports 50000-50999 on any local address (no server_address) of listeners[0] (public)`},
 		{"bad-client-server-overlap.yaml", `listeners[0] (public): data.server_ports: 40900-41999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of the same listener`},
 
 		// Limits and log.

@@ -389,6 +389,31 @@ type pool struct {
 	field string // "data.client_ports" or "data.server_ports"
 	addr  netip.Addr
 	r     nat.PortRange
+	// any4, any6: addr is not known (no server_address), and may be any
+	// local address of these families.
+	any4, any6 bool
+}
+
+// families reports which address families p's ports may be on.
+func (p pool) families() (v4, v6 bool) {
+	if !p.addr.IsValid() {
+		return p.any4, p.any6
+	}
+	if p.addr.IsUnspecified() && p.addr.Is6() {
+		return true, true // [::] listens dual-stack
+	}
+	return p.addr.Is4(), p.addr.Is6()
+}
+
+// sharesAddress reports whether p and o may hold a port of the same
+// address.
+func (p pool) sharesAddress(o pool) bool {
+	if p.addr.IsValid() && o.addr.IsValid() {
+		return overlaps(p.addr, o.addr)
+	}
+	p4, p6 := p.families()
+	o4, o6 := o.families()
+	return p4 && o4 || p6 && o6
 }
 
 // checkPortPools reports port ranges that could hand out the same port on
@@ -410,17 +435,24 @@ func (c *Config) checkPortPools() []error {
 				addr = ap.Addr()
 			}
 			if err == nil {
-				mine = append(mine, pool{"data.client_ports", addr.Unmap(), r})
+				mine = append(mine, pool{field: "data.client_ports", addr: addr.Unmap(), r: r})
 			}
 		}
-		if r, ok := parsedRange(l.Data.ServerPorts); ok && l.Data.ServerAddress != "" {
+		if r, ok := parsedRange(l.Data.ServerPorts); ok {
+			p := pool{field: "data.server_ports", r: r}
 			if addr, err := netip.ParseAddr(l.Data.ServerAddress); err == nil {
-				mine = append(mine, pool{"data.server_ports", addr.Unmap(), r})
+				p.addr = addr.Unmap()
+			} else {
+				// Without server_address, the ports are on whatever local
+				// address the connection to the server gets: any, of the
+				// server's family where it is known.
+				p.any4, p.any6 = serverFamilies(l)
 			}
+			mine = append(mine, p)
 		}
 		for _, p := range mine {
 			for _, o := range pools {
-				if !overlaps(p.addr, o.v.addr) || p.r.First > o.v.r.Last || o.v.r.First > p.r.Last {
+				if !p.sharesAddress(o.v) || p.r.First > o.v.r.Last || o.v.r.First > p.r.Last {
 					continue
 				}
 				owner := "of " + o.path
@@ -428,7 +460,7 @@ func (c *Config) checkPortPools() []error {
 					owner = "of the same listener"
 				}
 				errs = append(errs, fmt.Errorf("%s: %s: %s on %s overlaps %s %s on %s %s",
-					path, p.field, p.r, p.addr, o.v.field, o.v.r, o.v.addr, owner))
+					path, p.field, p.r, addrName(p.addr), o.v.field, o.v.r, addrName(o.v.addr), owner))
 			}
 			pools = append(pools, placed[pool]{p, i, path})
 		}
@@ -532,4 +564,32 @@ func checkExtraVerb(v string) error {
 		return fmt.Errorf("%q is a verb ftpgate knows already", v)
 	}
 	return nil
+}
+
+// addrName names a port pool's address in errors; the invalid address
+// stands for any local address.
+func addrName(a netip.Addr) string {
+	if !a.IsValid() {
+		return "any local address (no server_address)"
+	}
+	return a.String()
+}
+
+// serverFamilies returns the address families of l's server connections:
+// the upstream's, if it is an IP address; the clients', in transparent
+// mode; either, otherwise.
+func serverFamilies(l Listener) (v4, v6 bool) {
+	switch l.Mode {
+	case ModeReverse:
+		if host, _, err := splitAddress(l.Upstream); err == nil {
+			if a, err := netip.ParseAddr(host); err == nil {
+				return a.Unmap().Is4(), !a.Unmap().Is4()
+			}
+		}
+	case ModeTransparent:
+		if ap, err := parseListen(l.Listen); err == nil && !ap.Addr().IsUnspecified() {
+			return ap.Addr().Unmap().Is4(), !ap.Addr().Unmap().Is4()
+		}
+	}
+	return true, true
 }
