@@ -73,7 +73,7 @@ firewall: {backend: netlink}
 		if err == nil || !strings.Contains(errOut, "< 421") {
 			t.Errorf("USER %s was not refused with 421: %v\n%s", dst.user, err, tail(errOut, 20))
 		}
-		if !strings.Contains(gw.Stderr.String(), dst.why) {
+		if logCount(gw, dst.why, 1) == 0 {
 			t.Errorf("USER %s: no refusal saying %q in ftpgate's log", dst.user, dst.why)
 		}
 	}

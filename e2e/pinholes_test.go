@@ -520,7 +520,14 @@ func loggedPinhole(t *testing.T, gw *netlab.Proc, port, rest string) (comment st
 	t.Helper()
 	logged := regexp.MustCompile(`pinhole="s=(\d+) p=(\d+) ` +
 		regexp.QuoteMeta(netlab.ClientAddr+" -> "+netlab.GatewayOut+":"+port) + ` ` + rest + `"`)
-	m := logged.FindStringSubmatch(gw.Stderr.String())
+	// ftpgate logs the pinhole before its reply announces the port, but its
+	// standard error reaches the test through a pipe, some time later.
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); {
+		if m = logged.FindStringSubmatch(gw.Stderr.String()); m == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	if m == nil {
 		t.Fatalf("ftpgate logged no pinhole for port %s like %s:\n%s", port, rest, tail(gw.Stderr.String(), 20))
 	}
