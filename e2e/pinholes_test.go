@@ -647,3 +647,23 @@ func othersRules(t *testing.T) string {
 	}
 	return b.String()
 }
+
+// TestKernelPathLongTransfer: on the kernel path the data never passes
+// ftpgate and the control channel is silent while it flows. A transfer
+// whose server sends for longer than idle_timeout (256 MiB read at 64 MB/s,
+// about 4 s, far more than the sockets buffer; idle_timeout 2s) ends with
+// the server's 226, not with ftpgate's 421: the transfer runs until its
+// final reply.
+func TestKernelPathLongTransfer(t *testing.T) {
+	config := strings.Replace(spareConfig(pinholeFirewall(defaultBackend)), "data: {", "data: {path: kernel, ", 1)
+	config = strings.Replace(config, "idle_timeout: 2m", "idle_timeout: 2s", 1)
+	gw := startFtpgate(t, config, portSpare)
+	start := time.Now()
+	if err := <-slowBigRetr(t, "pub/kernel-idle-256m.bin"); err != nil {
+		t.Fatalf("a kernel-path transfer longer than idle_timeout: %v\n%s", err, tail(gw.Stderr.String(), 20))
+	}
+	if d := time.Since(start); d < 3*time.Second {
+		t.Errorf("the transfer took %s: not longer than idle_timeout (2s), the test shows nothing", d)
+	}
+	waitLog(t, gw, `kernel-idle-256m.bin" pinhole=`, 1)
+}

@@ -13,7 +13,9 @@ import (
 
 // TestProxyProtocol: a listener behind a load balancer (played by the thief
 // namespace, 198.19.1.0/24) takes the client address from its PROXY protocol
-// header; the same header from an untrusted source is refused.
+// header; a client connecting directly gets the greeting at once (FTP
+// servers speak first: ftpgate does not wait for a header from a source it
+// would not believe), and the same header from it is refused.
 func TestProxyProtocol(t *testing.T) {
 	config := `
 listeners:
@@ -52,8 +54,35 @@ except OSError as e:
 		t.Errorf("through the trusted load balancer: %q, want the 220 greeting", got)
 	}
 	waitLog(t, gw, "client=198.19.5.5:40001", 1)
-	if got := session(net4.Client); !strings.HasPrefix(got, "CLOSED") {
-		t.Errorf("a header from an untrusted source: %q, want the connection closed", got)
+	// A direct client that sends nothing: the greeting within 3 s (before,
+	// it waited 10 s for a header).
+	greeting := fmt.Sprintf(`
+import socket
+s = socket.create_connection((%q, %d), timeout=3)
+print(s.makefile("rb").readline().decode().strip())
+s.sendall(b"QUIT\r\n")
+`, netlab.GatewayOut, portSpare)
+	if out, errOut, err := net4.Client.Exec(30*time.Second, nil, "python3", "-c", greeting); err != nil || !strings.HasPrefix(out, "220") {
+		t.Errorf("a direct client's greeting: %q, %v\n%s", out, err, errOut)
+	}
+	// The same header from it: the greeting, then the header is refused and
+	// the connection closed.
+	script := fmt.Sprintf(`
+import socket
+s = socket.create_connection((%q, %d), timeout=10)
+s.sendall(b"PROXY TCP4 198.19.5.5 198.19.0.1 40001 %d\r\n")
+f = s.makefile("rb")
+print(f.readline().decode().strip())
+print(f.readline().decode().strip())
+print(f.readline().decode().strip() or "CLOSED")
+`, netlab.GatewayOut, portSpare, portSpare)
+	out, errOut, err := net4.Client.Exec(30*time.Second, nil, "python3", "-c", script)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 3 || !strings.HasPrefix(lines[0], "220") || !strings.HasPrefix(lines[1], "421") || lines[2] != "CLOSED" {
+		t.Errorf("a header from an untrusted source: %q, %v, want 220, 421 and the connection closed\n%s", out, err, errOut)
 	}
 	waitLog(t, gw, "reason=proxy_protocol", 1)
+	if strings.Contains(gw.Stderr.String(), "client=198.19.5.5:40001 session=2") {
+		t.Error("the untrusted header was believed")
+	}
 }

@@ -12,11 +12,14 @@ import (
 	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
-// TestReload: SIGHUP during a transfer. A changed listener starts anew while
-// the running transfer goes on untouched; a file that fails the checks is
-// refused and the old configuration stays.
+// TestReload: SIGHUP during a transfer. A changed listener starts anew (on
+// the old one's socket: the address is never unbound) while the running
+// transfer goes on untouched; a file that fails the checks is refused and
+// the old configuration stays; a listener moved to an address it cannot
+// bind keeps running where it was.
 func TestReload(t *testing.T) {
-	gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
+	base := spareConfig(withPinholes) + "metrics: {listen: \"127.0.0.1:9121\"}\n"
+	gw := startFtpgate(t, base, portSpare)
 	path := gw.Cmd.Args[len(gw.Cmd.Args)-1] // the --config file
 	// 256 MiB read at 64 MB/s, about 4 s: the transfer runs across the
 	// reload.
@@ -25,7 +28,7 @@ func TestReload(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	// Changed limits: the listener is retired and started anew.
-	changed := strings.Replace(spareConfig(withPinholes), "idle_timeout: 2m", "idle_timeout: 3m", 1)
+	changed := strings.Replace(base, "idle_timeout: 2m", "idle_timeout: 3m", 1)
 	if err := os.WriteFile(path, []byte(changed), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -49,5 +52,29 @@ func TestReload(t *testing.T) {
 	}
 	if gw.Exited() {
 		t.Fatal("ftpgate exited on a reload")
+	}
+
+	// A listener moved to an address the gateway does not have: before,
+	// the old one was retired first and the listener stayed down.
+	moved := strings.Replace(changed, "listen: 198.19.0.1:2123", "listen: 198.19.0.77:2123", 1)
+	if moved == changed {
+		t.Fatal("the test's configuration has no listen: 198.19.0.1:2123")
+	}
+	if err := os.WriteFile(path, []byte(moved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw.Cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, gw, "the listener runs on as it was", 1)
+	if cell := net4.Do(netlab.ClientByName("curl EPSV"), netlab.GatewayOut, portSpare, netlab.OpList); cell.Err != nil {
+		t.Errorf("a transfer after a reload that could not bind failed: %v", cell.Err)
+	}
+	metrics, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for _, want := range []string{`ftpgate_config_reloads_total{result="ok"} 1`, `ftpgate_config_reloads_total{result="refused"} 1`, `ftpgate_config_reloads_total{result="failed"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

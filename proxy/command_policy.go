@@ -11,6 +11,7 @@ import (
 type refusal struct {
 	code int
 	text string
+	end  bool // the session ends after the reply
 }
 
 // parseCommand parses one of the client's command lines and polices it:
@@ -24,12 +25,20 @@ func (ss *session) parseCommand(line []byte) (ftp.Command, *refusal) {
 	if err != nil {
 		ss.srv.Metrics.command("")
 		ss.reject("command refused", "command_syntax", "err", err, "bytes", len(line))
-		return ftp.Command{}, &refusal{500, "Syntax error: a command is a verb of letters, then a space and its arguments."}
+		return ftp.Command{}, &refusal{code: 500, text: "Syntax error: a command is a verb of letters, then a space and its arguments."}
 	}
 	ss.srv.Metrics.command(cmd.Verb)
+	if cmd.Verb == "PROXY" && ss.srv.ProxyProtocol {
+		// A PROXY protocol header from a source that is not a trusted
+		// load balancer (a trusted one's was read before the session):
+		// not believed, and the connection is refused.
+		ss.refused = true
+		ss.reject("session refused", "proxy_protocol", "from", ss.clientPeer.String())
+		return ftp.Command{}, &refusal{code: 421, text: "PROXY protocol header from an untrusted source.", end: true}
+	}
 	if !ftp.KnownVerb(cmd.Verb) && !ss.srv.extraVerb(cmd.Verb) {
 		ss.reject("command refused", "unknown_verb", "verb", cmd.Verb)
-		return ftp.Command{}, &refusal{502, "Command not implemented."}
+		return ftp.Command{}, &refusal{code: 502, text: "Command not implemented."}
 	}
 	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
 		arg := cmd.Arg

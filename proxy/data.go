@@ -378,6 +378,10 @@ func (l *dataLink) waitKernelEvent(w ExpectedConnection) bool {
 // establish obtains both ends concurrently. If either fails, the other is
 // abandoned and any connection already made is reset, so that the server
 // reports the failed transfer instead of seeing a clean, empty one.
+//
+// ftpgate dials a client (its PORT or EPRT) only once a transfer command
+// has used the link and the server's connection is there: nothing
+// connects to the client for a negotiation that no transfer follows.
 func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
 	type result struct {
 		c   *net.TCPConn
@@ -391,11 +395,25 @@ func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
 		}
 		serverc <- result{c, err}
 	}()
-	cc, cerr := l.obtain(l.client, "client")
-	if cerr != nil {
-		l.cancel(cerr)
+	var cerr error
+	var sr result
+	if l.client.ln == nil {
+		sr = <-serverc
+		if sr.err == nil {
+			select {
+			case <-l.used:
+				cc, cerr = l.obtain(l.client, "client")
+			case <-l.ctx.Done():
+				cerr = fmt.Errorf("before a transfer command: %w", context.Cause(l.ctx))
+			}
+		}
+	} else {
+		cc, cerr = l.obtain(l.client, "client")
+		if cerr != nil {
+			l.cancel(cerr)
+		}
+		sr = <-serverc
 	}
-	sr := <-serverc
 	sc = sr.c
 	if cerr != nil || sr.err != nil {
 		abort(cc)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,4 +52,34 @@ func TestDrain(t *testing.T) {
 		t.Fatal("Serve did not return after the drain")
 	}
 	h.waitLog("draining", "sessions=2")
+}
+
+// TestShutdownSlowReader: a client that stops reading its replies (here a
+// HELP reply of 16 MiB, more than the sockets buffer) must not hold up the
+// shutdown. Before, the reply pump held the session's lock through a write
+// whose deadline was idle_timeout, and the drain waited for that lock: the
+// process did not exit until then. Now Serve returns within DrainTimeout
+// and the writer's grace, whatever the client does (here the session has
+// ended already: its client fell more than maxQueuedReplyBytes behind).
+func TestShutdownSlowReader(t *testing.T) {
+	const drain = time.Second
+	h := newHarness(t, func(s *Server) {
+		s.DrainTimeout = drain
+		s.IdleTimeout = 10 * time.Minute
+	})
+	long := "214-Help follows.\r\n" + strings.Repeat(" a line of help text, long enough to fill buffers\r\n", 16<<20/52) + "214 End.\r\n"
+	h.fake.Script(func(s *fakeScript) { s.Replies = map[string]string{"HELP": long} })
+	c := h.dial()
+	c.login()
+	c.send("HELP") // and never read the reply
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	err := h.shutdown()
+	if !errors.Is(err, ErrShutdown) {
+		t.Errorf("Serve returned %v", err)
+	}
+	if d := time.Since(start); d > drain+shutdownGrace+closeGrace {
+		t.Errorf("Serve returned %s after the shutdown, want within %s", d.Round(time.Millisecond), drain+shutdownGrace+closeGrace)
+	}
+	h.sessionsEnded()
 }

@@ -32,6 +32,9 @@ func (ss *session) forwardLogin() (netip.AddrPort, string, error) {
 		cmd, refusal := ss.parseCommand(line)
 		if refusal != nil {
 			ss.replyNow(refusal.code, refusal.text)
+			if refusal.end {
+				return netip.AddrPort{}, "", errRefused
+			}
 			continue
 		}
 		switch cmd.Verb {

@@ -132,6 +132,20 @@ func kernelTransfer(t *testing.T, c *ftpClient, r *recordingPinholer, w *fakeWat
 	return b.Bytes()
 }
 
+// kernelRetrSession runs one session that downloads file through
+// kernelTransfer, and waits for its end.
+func kernelRetrSession(t *testing.T, h *harness, r *recordingPinholer, w *fakeWatcher, file []byte) {
+	t.Helper()
+	h.fake.SetFile("f", file)
+	c := h.dial()
+	c.login()
+	if got := kernelTransfer(t, c, r, w); !bytes.Equal(got, file) {
+		t.Error("RETR: content differs")
+	}
+	c.quit()
+	h.sessionsEnded()
+}
+
 // TestKernelPathLateEvent reproduces the kernel-path transfers that were
 // logged "pinhole closed" though the kernel had forwarded them (make test
 // was red one run in three): conntrack reports a connection
@@ -142,15 +156,7 @@ func TestKernelPathLateEvent(t *testing.T) {
 	r := &recordingPinholer{open: map[int]rules.Pinhole{}}
 	w := newFakeWatcher()
 	h := newHarness(t, withKernelPath(r, w))
-	file := randomBytes(3, 4096)
-	h.fake.SetFile("f", file)
-	c := h.dial()
-	c.login()
-	if got := kernelTransfer(t, c, r, w); !bytes.Equal(got, file) {
-		t.Error("RETR: content differs")
-	}
-	c.quit()
-	h.sessionsEnded()
+	kernelRetrSession(t, h, r, w, randomBytes(3, 4096))
 	h.waitLog("outcome=forwarded", "seen_by=lookup")
 	h.waitLog("found in the conntrack table")
 	if h.logged("pinhole closed") {
@@ -251,5 +257,20 @@ func TestKernelPathPortsShared(t *testing.T) {
 	second.sessionsEnded()
 	if ports.Held() != 0 {
 		t.Errorf("%d ports held after both sessions ended", ports.Held())
+	}
+}
+
+// TestKernelPathTransferNotIdle: on the kernel path the data never passes
+// ftpgate, and the control channel is silent while it flows. A transfer
+// longer than IdleTimeout must end with the server's 226, not with
+// ftpgate's 421: the transfer runs until its final reply.
+func TestKernelPathTransferNotIdle(t *testing.T) {
+	r := &recordingPinholer{open: map[int]rules.Pinhole{}}
+	w := newFakeWatcher()
+	h := newHarness(t, withKernelPath(r, w), func(s *Server) { s.IdleTimeout = time.Second })
+	h.fake.Script(func(s *fakeScript) { s.Throttle = 75 * time.Millisecond })
+	kernelRetrSession(t, h, r, w, randomBytes(5, 40*chunkSize)) // 40 chunks, 75 ms apart: 3 s
+	if h.logged("Idle timeout") || h.logged("client idle") {
+		t.Error("the session timed out during a kernel-path transfer")
 	}
 }

@@ -60,8 +60,13 @@ const (
 	// negotiated but not yet established (DESIGN.md section 5, item 6).
 	maxLinksPerSession = 4
 	// closeGrace is how long a session waits, after one side of the control
-	// channel has closed, for the other side to close too.
+	// channel has closed, for the other side to close too; and how long
+	// its last replies may take to reach the client.
 	closeGrace = 5 * time.Second
+	// shutdownGrace bounds how long a cancelled session (a shutdown, a
+	// failure) keeps writing its last replies, its 421 included, to a
+	// client that does not read them.
+	shutdownGrace = 2 * time.Second
 )
 
 // SourceCheck is the policy for the source address of data connections.
@@ -141,6 +146,12 @@ type Server struct {
 	// resolved within DataTimeout), within AllowDestinations, and logs in
 	// there as name. Upstream is then empty.
 	Forward bool
+
+	// ProxyProtocol says that the listener reads PROXY protocol headers
+	// from trusted load balancers (before the session starts). A session
+	// from any other source that sends one is refused: the header is not
+	// believed.
+	ProxyProtocol bool
 
 	// AllowDestinations limits where a transparent or forward session may
 	// connect (see nat.CheckDestination: special-purpose addresses only

@@ -29,6 +29,7 @@ var (
 	errDataTimeout = errors.New("data connection not established in time")
 	errReplaced    = errors.New("replaced by a newer PASV/PORT")
 	errBadServer   = errors.New("bad reply from server")
+	errRefused     = errors.New("session refused")
 )
 
 // session is one control connection from a client, proxied to the upstream
@@ -44,7 +45,12 @@ type session struct {
 	log *slog.Logger
 
 	client net.Conn
-	server net.Conn // set once dialed, before the pumps start
+	server net.Conn // set once dialed (setServer), before the pumps start
+	// serverMu guards server's setting against its closing by a cancel.
+	serverMu sync.Mutex
+	// out writes every reply to the client, from its own goroutine
+	// (replyWriter): nothing writes to the client with mu held.
+	out *replyWriter
 
 	clientPeer, clientLocal netip.AddrPort
 	// clientDst is the address the client connected to: clientLocal, or
@@ -63,7 +69,10 @@ type session struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // running dataLinks
 
-	transfers  atomic.Int32 // data connections copying right now
+	// transfers counts the transfers running now: relayed data
+	// connections copying, and kernel-path transfer commands (the data
+	// never passes ftpgate) until their final reply.
+	transfers  atomic.Int32
 	draining   atomic.Bool  // the server is stopping: end once idle
 	drainCause error        // set before draining
 	pinholeSeq atomic.Int32 // numbers the session's pinholes
@@ -109,6 +118,9 @@ type expectation struct {
 	// 227 or 229 reply may come back (and is rewritten by intercept).
 	// Every other 227, 228 or 229 is withheld.
 	passive bool
+	// kernelTransfer is set for a transfer command on the kernel path:
+	// it counts in transfers until its final reply.
+	kernelTransfer bool
 }
 
 func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
@@ -142,6 +154,8 @@ func (ss *session) serve(parent context.Context) {
 	ss.mu.Lock()
 	ss.ctx, ss.cancel = ctx, cancel
 	ss.mu.Unlock()
+	ss.out = newReplyWriter(ss.client, ss.srv.idleTimeout(), func(err error) { cancel(err) })
+	go ss.out.run()
 	start := time.Now()
 	ss.log.Info("session started", "local", ss.clientLocal.String())
 	ss.srv.Metrics.sessionStarted(ss.srv.Name)
@@ -157,7 +171,10 @@ func (ss *session) serve(parent context.Context) {
 	for _, dp := range left {
 		dp.Close()
 	}
-	ss.client.Close()
+	// The last replies (the 221 after QUIT, a 421) go out, within
+	// closeGrace, then the writer closes the client connection.
+	ss.out.finish(nil, closeGrace)
+	ss.out.wait()
 	if ss.server != nil {
 		ss.server.Close()
 	}
@@ -171,6 +188,21 @@ func (ss *session) serve(parent context.Context) {
 
 func (ss *session) run() error {
 	ctx := ss.ctx
+	// Cancelling the session ends it, whatever it is waiting for (a forward
+	// client's login, the server's greeting, a peer that does not read):
+	// the writer takes the 421 of a shutdown after the replies queued
+	// before it, and closes the client connection once they are out, within
+	// shutdownGrace whatever the client does, which also ends the reads
+	// from the client; the server's connection closes at once.
+	stop := context.AfterFunc(ctx, func() {
+		var last []byte
+		if errors.Is(context.Cause(ctx), ErrShutdown) {
+			last = ftp.AppendReply(nil, 421, "Service closing control connection, ftpgate is shutting down.")
+		}
+		ss.out.finish(last, shutdownGrace)
+		ss.closeServer()
+	})
+	defer stop()
 	ss.lr = ftp.NewLineReader(ss.client, ss.srv.maxLineBytes())
 	target := ss.srv.Upstream
 	var forwardUser string
@@ -201,7 +233,9 @@ func (ss *session) run() error {
 		ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
 		return fmt.Errorf("dialing server %s: %w", target, err)
 	}
-	ss.server = up
+	if err := ss.setServer(up); err != nil {
+		return err
+	}
 	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
 	ss.log = ss.log.With("server", ss.serverPeer.String())
 	if forwardUser != "" {
@@ -221,16 +255,6 @@ func (ss *session) run() error {
 		ss.replies = append(ss.replies, expectation{verb: "(greeting)"})
 	}
 
-	stop := context.AfterFunc(ctx, func() {
-		if errors.Is(context.Cause(ctx), ErrShutdown) && ss.mu.TryLock() {
-			ss.writeClientLocked(ftp.AppendReply(nil, 421, "Service closing control connection, ftpgate is shutting down."))
-			ss.mu.Unlock()
-		}
-		ss.client.Close()
-		up.Close()
-	})
-	defer stop()
-
 	errc := make(chan error, 2)
 	go ss.pumpCommands(errc)
 	go ss.pumpReplies(errc)
@@ -249,6 +273,28 @@ func (ss *session) run() error {
 		err = context.Cause(ctx)
 	}
 	return err
+}
+
+// setServer makes up the session's connection to the server, unless the
+// session has been cancelled meanwhile: then it closes up.
+func (ss *session) setServer(up net.Conn) error {
+	ss.serverMu.Lock()
+	defer ss.serverMu.Unlock()
+	if err := ss.ctx.Err(); err != nil {
+		up.Close()
+		return context.Cause(ss.ctx)
+	}
+	ss.server = up
+	return nil
+}
+
+// closeServer closes the connection to the server, if there is one.
+func (ss *session) closeServer() {
+	ss.serverMu.Lock()
+	defer ss.serverMu.Unlock()
+	if ss.server != nil {
+		ss.server.Close()
+	}
 }
 
 // destination is where a transparent session goes: the client's original
@@ -322,9 +368,7 @@ func (ss *session) readReplies() error {
 		switch {
 		case err == nil:
 		case errors.Is(err, io.EOF):
-			ss.mu.Lock()
-			closeWrite(ss.client)
-			ss.mu.Unlock()
+			ss.out.closeWrite()
 			return nil
 		case errors.Is(err, ftp.ErrBadReply), errors.Is(err, ftp.ErrLineTooLong):
 			ss.log.Warn("bad reply from server", "err", err)
@@ -343,6 +387,10 @@ func (ss *session) readReplies() error {
 // or rewrites it.
 func (ss *session) handleCommand(line []byte) error {
 	cmd, refusal := ss.parseCommand(line)
+	if refusal != nil && refusal.end {
+		ss.replyNow(refusal.code, refusal.text)
+		return errRefused
+	}
 	if refusal != nil {
 		ss.replyLocal(refusal.code, refusal.text)
 		return nil
@@ -384,11 +432,20 @@ func (ss *session) handleCommand(line []byte) error {
 		// so that a server in the middle of a transfer notices it.
 		return ss.forward(telnetAbort, expectation{verb: cmd.Verb})
 	}
-	if ftp.IsTransferCommand(cmd.Verb) && !ss.useLink(cmd) {
-		ss.replyLocal(425, "Use PORT or PASV first.")
-		return nil
+	exp := expectation{verb: cmd.Verb}
+	if ftp.IsTransferCommand(cmd.Verb) {
+		if !ss.useLink(cmd) {
+			ss.replyLocal(425, "Use PORT or PASV first.")
+			return nil
+		}
+		if ss.srv.DataPath == KernelPath {
+			// The data goes past ftpgate: the transfer runs, and the
+			// control channel may be silent, until its final reply.
+			exp.kernelTransfer = true
+			ss.transfers.Add(1)
+		}
 	}
-	return ss.forward(canonicalLine(line, cmd), expectation{verb: cmd.Verb})
+	return ss.forward(canonicalLine(line, cmd), exp)
 }
 
 // forward sends a command line to the server and queues what it waits for.
@@ -433,17 +490,19 @@ func (ss *session) popLocked() expectation {
 	exp := ss.replies[0]
 	ss.replies[0] = expectation{}
 	ss.replies = ss.replies[1:]
+	if exp.kernelTransfer {
+		ss.lastTransfer.Store(time.Now().UnixNano())
+		ss.transfers.Add(-1)
+	}
 	return exp
 }
 
-// writeClientLocked writes to the client; a failed write ends the session.
+// writeClientLocked queues b for the client; holding mu keeps the replies
+// in order. It does no I/O. If the writer has ended, or the client is too
+// far behind, the session ends.
 func (ss *session) writeClientLocked(b []byte) error {
-	ss.client.SetWriteDeadline(time.Now().Add(ss.srv.idleTimeout()))
-	if _, err := ss.client.Write(b); err != nil {
-		err = fmt.Errorf("writing to client: %w", err)
-		if ss.cancel != nil {
-			ss.cancel(err)
-		}
+	if err := ss.out.write(b); err != nil {
+		ss.cancel(err)
 		return err
 	}
 	return nil
@@ -560,9 +619,7 @@ func (ss *session) reject(msg, reason string, attrs ...any) {
 // Closing a socket with unread input makes the kernel send a reset, which
 // can destroy the reply before the client reads it.
 func (ss *session) drainClient() {
-	ss.mu.Lock()
-	closeWrite(ss.client)
-	ss.mu.Unlock()
+	ss.out.closeWrite()
 	ss.client.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, ss.client, 4<<20)
 }

@@ -592,8 +592,10 @@ func TestSlowTransfer(t *testing.T) {
 		{"PASV", SameMode, true},
 		{"PASV", SameMode, false},
 		{"EPSV", PassiveMode, true},
-		{"PORT", PassiveMode, true},
-		{"PORT", SameMode, true},
+		// ftpgate dials a PORT client only after the transfer command
+		// (TestActiveDialAfterCommand): never early.
+		{"PORT", PassiveMode, false},
+		{"PORT", SameMode, false},
 		{"PASV", ActiveMode, true},
 	}
 	for _, tt := range tests {
@@ -1152,6 +1154,31 @@ func TestReplaceWithOnePort(t *testing.T) {
 			var p *dataPlan
 			for _, verb := range tt.verbs {
 				p = c.negotiate(verb)
+			}
+			c.send("RETR f")
+			sameContent(t, "RETR", c.download(p), file)
+			c.quit()
+			h.sessionsEnded()
+		})
+	}
+}
+
+// TestActiveDialAfterCommand: ftpgate connects to a client's PORT address
+// only once a transfer command has used the negotiation and the server's
+// connection is there, never for a PORT that no transfer follows.
+func TestActiveDialAfterCommand(t *testing.T) {
+	for _, mode := range []ServerMode{SameMode, PassiveMode} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, withMode(mode))
+			file := randomBytes(12, 4096)
+			h.fake.SetFile("f", file)
+			c := h.dial()
+			c.login()
+			p := c.negotiate("PORT")
+			p.ln.SetDeadline(time.Now().Add(500 * time.Millisecond))
+			if dc, err := p.ln.AcceptTCP(); err == nil {
+				dc.Close()
+				t.Fatal("ftpgate connected to the client's PORT address before any transfer command")
 			}
 			c.send("RETR f")
 			sameContent(t, "RETR", c.download(p), file)

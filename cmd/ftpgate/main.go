@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
 	"github.com/ftpgate/ftpgate/nat"
@@ -161,7 +162,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fw.stop()
 		return 1
 	}
-	err = serve(ctx, path, cfg, log, fw, proxy.NewMetrics(reg), &ready, hup)
+	err = serve(ctx, path, cfg, log, fw, reg, &ready, hup)
 	// Every session has ended and closed its pinholes: remove the chains.
 	err = errors.Join(err, fw.stop())
 	logPinholeLatency(log, reg)
@@ -177,15 +178,26 @@ func cmdRun(args []string, stderr io.Writer) int {
 // of them fails. On SIGHUP (hup) it reloads the configuration file at path
 // (see reload).
 func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logger, fw *firewall,
-	metrics *proxy.Metrics, ready *atomic.Bool, hup <-chan os.Signal) error {
+	reg prometheus.Registerer, ready *atomic.Bool, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sup := &supervisor{
-		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: metrics,
+		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: proxy.NewMetrics(reg),
 		limiter: proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient),
 		ports:   nat.NewPortAllocator(),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpgate_config_reloads_total",
+			Help: "Configuration reloads (SIGHUP) by result: ok; failed, some listener did not start and runs on as it was; refused, the file failed the checks.",
+		}, []string{"result"}),
 		running: map[string]*listener{},
 	}
+	if err := reg.Register(sup.reloads); err != nil {
+		return fmt.Errorf("registering reload metrics: %w", err)
+	}
+	for _, r := range []string{"ok", "failed", "refused"} {
+		sup.reloads.WithLabelValues(r)
+	}
+	defer sup.closeSockets()
 	for _, lc := range cfg.Listeners {
 		if err := sup.start(lc, cfg.Limits); err != nil {
 			cancel(err)
@@ -219,6 +231,9 @@ type supervisor struct {
 	fw      *firewall
 	metrics *proxy.Metrics
 	limiter *proxy.SessionLimiter
+	// reloads counts SIGHUPs by result: ok, failed (some listener did not
+	// start; it runs on as it was), refused (the file failed the checks).
+	reloads *prometheus.CounterVec
 	// ports is shared by every listener's data port pools, of every
 	// configuration generation: a port of an address is held by one
 	// pinhole at a time.
@@ -233,11 +248,19 @@ type listener struct {
 	lc     config.Listener
 	limits config.Limits
 	srv    *proxy.Server
-	ln     net.Listener
+	sock   *listenSocket
+	ln     net.Listener // the Server's: a view of sock, maybe behind a PROXY protocol reader
 }
 
 // start binds one listener and serves it.
 func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
+	return sup.startOn(nil, lc, limits)
+}
+
+// startOn serves lc on sock, a running listener's socket for the same
+// address, or on a new socket if sock is nil. On error nothing is left
+// bound or running (sock is left as it was).
+func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits config.Limits) error {
 	srv, err := newServer(lc, limits, sup.limiter, sup.ports, sup.log)
 	if err != nil {
 		return err
@@ -249,18 +272,23 @@ func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
 	}
-	lcfg := net.ListenConfig{}
-	if lc.Intercept == config.InterceptTPROXY {
-		lcfg = rules.TransparentListenConfig()
+	if sock == nil {
+		lcfg := net.ListenConfig{}
+		if lc.Intercept == config.InterceptTPROXY {
+			lcfg = rules.TransparentListenConfig()
+		}
+		raw, err := lcfg.Listen(sup.ctx, "tcp", lc.Listen)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		sock = newListenSocket(raw)
 	}
-	ln, err := lcfg.Listen(sup.ctx, "tcp", lc.Listen)
-	if err != nil {
-		return fmt.Errorf("listener %s: %w", lc.Name, err)
-	}
+	var ln net.Listener = sock.handTo()
 	if lc.ProxyProtocol {
 		ln = proxyProtocolListener(ln, lc.TrustedProxies)
+		srv.ProxyProtocol = true
 	}
-	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, ln: ln}
+	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, sock: sock, ln: ln}
 	to := lc.Upstream
 	switch lc.Mode {
 	case config.ModeTransparent:
@@ -278,6 +306,15 @@ func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
 	return nil
 }
 
+// closeSockets closes the sockets of the running listeners, once their
+// Servers have returned.
+func (sup *supervisor) closeSockets() {
+	sup.wg.Wait()
+	for _, l := range sup.running {
+		l.sock.Close()
+	}
+}
+
 // reload reads the configuration file again. A file that fails the checks
 // of `ftpgate check` is refused with a log line and the old configuration
 // stays. Otherwise new limits apply to new sessions, and listeners that
@@ -288,6 +325,7 @@ func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
 func (sup *supervisor) reload(path string) {
 	cfg, err := config.Load(path)
 	if err != nil {
+		sup.reloads.WithLabelValues("refused").Inc()
 		sup.log.Error("reload refused: the configuration stays as it was", "err", err)
 		return
 	}
@@ -295,34 +333,59 @@ func (sup *supervisor) reload(path string) {
 		sup.log.Warn("reload: firewall, metrics and log settings change only at a restart")
 	}
 	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
-	wanted := map[string]config.Listener{}
+	wanted := map[string]bool{}
 	for _, lc := range cfg.Listeners {
-		wanted[lc.Name] = lc
+		wanted[lc.Name] = true
 	}
-	// Retire first, so that a changed listener can bind its address again.
+	// Listeners no longer in the file.
 	for name, l := range sup.running {
-		if lc, ok := wanted[name]; ok && reflect.DeepEqual(lc, l.lc) && cfg.Limits == l.limits {
-			delete(wanted, name) // unchanged: keeps running
-			continue
+		if !wanted[name] {
+			l.ln.Close()
+			l.sock.Close()
+			delete(sup.running, name)
+			sup.log.Info("listener retired by reload; its sessions go on", "listener", name)
 		}
-		l.ln.Close()
-		delete(sup.running, name)
-		sup.log.Info("listener retired by reload; its sessions go on", "listener", name)
 	}
+	// New and changed ones: the successor starts before the old one
+	// retires, so that a listener is never down. On the same address it
+	// takes over the old one's socket; on another it binds first, and if
+	// it cannot, the old one stays as it was.
 	var errs []error
 	for _, lc := range cfg.Listeners {
-		if _, ok := wanted[lc.Name]; !ok {
-			continue
-		}
-		if err := sup.start(lc, cfg.Limits); err != nil {
-			errs = append(errs, err)
+		old := sup.running[lc.Name]
+		switch {
+		case old == nil:
+			if err := sup.start(lc, cfg.Limits); err != nil {
+				errs = append(errs, err)
+			}
+		case reflect.DeepEqual(lc, old.lc) && cfg.Limits == old.limits:
+			// unchanged: keeps running
+		case lc.Listen == old.lc.Listen && lc.Intercept == old.lc.Intercept:
+			// startOn hands the socket over: the old Server's Accept
+			// returns net.ErrClosed and it retires, its sessions go on.
+			if err := sup.startOn(old.sock, lc, cfg.Limits); err != nil {
+				errs = append(errs, fmt.Errorf("%w (the listener runs on as it was)", err))
+				continue
+			}
+			sup.log.Info("listener replaced by reload on its socket; the old one's sessions go on", "listener", lc.Name)
+		default:
+			if err := sup.startOn(nil, lc, cfg.Limits); err != nil {
+				sup.running[lc.Name] = old
+				errs = append(errs, fmt.Errorf("%w (the listener runs on as it was, at %s)", err, old.lc.Listen))
+				continue
+			}
+			old.ln.Close()
+			old.sock.Close()
+			sup.log.Info("listener moved by reload; the old one's sessions go on", "listener", lc.Name, "from", old.lc.Listen, "to", lc.Listen)
 		}
 	}
 	sup.cfg = cfg
 	if err := errors.Join(errs...); err != nil {
+		sup.reloads.WithLabelValues("failed").Inc()
 		sup.log.Error("reload: some listeners did not start", "err", err)
 		return
 	}
+	sup.reloads.WithLabelValues("ok").Inc()
 	sup.log.Info("configuration reloaded", "summary", cfg.Summary())
 }
 
@@ -443,9 +506,13 @@ func proxyProtocolListener(ln net.Listener, trusted []string) net.Listener {
 					}
 				}
 			}
-			return proxyproto.REJECT, nil
+			// Not trusted: the connection is served as it is, at once (an
+			// FTP client waits for the greeting; waiting for a header would
+			// hold it up). A header it sends anyway is not believed: the
+			// session refuses it as a command.
+			return proxyproto.SKIP, nil
 		},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second, // from trusted load balancers only
 	}
 }
 
