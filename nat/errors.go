@@ -18,6 +18,9 @@ var (
 	ErrFamily = errors.New("unsupported network protocol")
 	// ErrPoolExhausted means every port of a PortPool is handed out.
 	ErrPoolExhausted = errors.New("port pool exhausted")
+	// ErrOwnerShare means one owner (a client) holds its share of a
+	// PortPool already.
+	ErrOwnerShare = errors.New("client holds its share of the port pool")
 	// ErrBounce means a PORT or EPRT named an address other than the control
 	// connection's peer: an FTP bounce attempt (RFC 2577 section 3).
 	ErrBounce = errors.New("address is not the control connection's peer")

@@ -172,8 +172,10 @@ type PortPool struct {
 	r     PortRange
 	alloc *PortAllocator
 
-	mu   sync.Mutex
-	mine map[netip.AddrPort]struct{} // what this pool holds
+	mu       sync.Mutex
+	mine     map[netip.AddrPort]netip.Prefix // what this pool holds, for whom
+	byOwner  map[netip.Prefix]int
+	ownerMax int // the most ports one owner may hold; 0: no limit
 }
 
 // NewPortPool returns a pool of r with an allocator of its own.
@@ -184,19 +186,39 @@ func NewPortPool(r PortRange) *PortPool {
 // NewSharedPortPool returns a pool of r on the allocator a, which it shares
 // with every other pool on a.
 func NewSharedPortPool(r PortRange, a *PortAllocator) *PortPool {
-	return &PortPool{r: r, alloc: a, mine: map[netip.AddrPort]struct{}{}}
+	return &PortPool{r: r, alloc: a, mine: map[netip.AddrPort]netip.Prefix{}, byOwner: map[netip.Prefix]int{}}
 }
 
-// Take holds a free port for addr (unmapped, without zone). When every
-// port of the range is held for addr it returns an error wrapping
-// ErrPoolExhausted.
-func (p *PortPool) Take(addr netip.Addr) (uint16, error) {
+// SetOwnerShare limits the ports one owner may hold at once to percent of
+// the range, at least one: so that one client cannot take the whole pool.
+// 0 (or 100 and above) lifts the limit.
+func (p *PortPool) SetOwnerShare(percent int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ownerMax = 0
+	if percent > 0 && percent < 100 {
+		p.ownerMax = max(1, p.r.Len()*percent/100)
+	}
+}
+
+// Take holds a free port for addr (unmapped, without zone), on behalf of
+// owner (a client; the invalid Prefix for none, which is not limited).
+// When every port of the range is held for addr it returns an error
+// wrapping ErrPoolExhausted; when owner holds its share (SetOwnerShare),
+// one wrapping ErrOwnerShare.
+func (p *PortPool) Take(addr netip.Addr, owner netip.Prefix) (uint16, error) {
 	addr = addr.Unmap().WithZone("")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if owner.IsValid() && p.ownerMax > 0 && p.byOwner[owner] >= p.ownerMax {
+		return 0, fmt.Errorf("taking a port of %s from range %s for %s (%d held): %w", addr, p.r, owner, p.byOwner[owner], ErrOwnerShare)
+	}
 	if p.alloc != nil {
 		if port, ok := p.alloc.take(addr, p.r); ok {
-			p.mu.Lock()
-			p.mine[netip.AddrPortFrom(addr, port)] = struct{}{}
-			p.mu.Unlock()
+			p.mine[netip.AddrPortFrom(addr, port)] = owner
+			if owner.IsValid() {
+				p.byOwner[owner]++
+			}
 			return port, nil
 		}
 	}
@@ -208,8 +230,13 @@ func (p *PortPool) Take(addr netip.Addr) (uint16, error) {
 func (p *PortPool) Release(addr netip.Addr, port uint16) {
 	ap := netip.AddrPortFrom(addr.Unmap().WithZone(""), port)
 	p.mu.Lock()
-	_, ok := p.mine[ap]
+	owner, ok := p.mine[ap]
 	delete(p.mine, ap)
+	if ok && owner.IsValid() {
+		if p.byOwner[owner]--; p.byOwner[owner] <= 0 {
+			delete(p.byOwner, owner)
+		}
+	}
 	p.mu.Unlock()
 	if ok {
 		p.alloc.release(ap.Addr(), port)

@@ -78,8 +78,9 @@ func TestPortRange(t *testing.T) {
 }
 
 var (
-	gwIn  = netip.MustParseAddr("198.18.1.1")
-	gwOut = netip.MustParseAddr("198.19.0.1")
+	noOwner netip.Prefix
+	gwIn    = netip.MustParseAddr("198.18.1.1")
+	gwOut   = netip.MustParseAddr("198.19.0.1")
 )
 
 func TestPortPoolTakeAll(t *testing.T) {
@@ -90,7 +91,7 @@ func TestPortPoolTakeAll(t *testing.T) {
 	}
 	seen := map[uint16]bool{}
 	for range r.Len() {
-		port, err := p.Take(gwIn)
+		port, err := p.Take(gwIn, noOwner)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func TestPortPoolTakeAll(t *testing.T) {
 	if p.InUse() != r.Len() {
 		t.Fatalf("InUse() = %d, want %d", p.InUse(), r.Len())
 	}
-	_, err := p.Take(gwIn)
+	_, err := p.Take(gwIn, noOwner)
 	if !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("Take() on a full pool: %v, want ErrPoolExhausted", err)
 	}
@@ -110,7 +111,7 @@ func TestPortPoolTakeAll(t *testing.T) {
 		t.Errorf("error = %q, want %q", err, want)
 	}
 	// Another address has its own ports.
-	other, err := p.Take(gwOut)
+	other, err := p.Take(gwOut, noOwner)
 	if err != nil {
 		t.Errorf("Take(another address) = %v", err)
 	}
@@ -124,7 +125,7 @@ func TestPortPoolTakeAll(t *testing.T) {
 	if p.InUse() != r.Len()-1 {
 		t.Fatalf("InUse() after one release = %d, want %d", p.InUse(), r.Len()-1)
 	}
-	if port, err := p.Take(netip.AddrFrom16(gwIn.As16())); err != nil || port != 40004 {
+	if port, err := p.Take(netip.AddrFrom16(gwIn.As16()), noOwner); err != nil || port != 40004 {
 		t.Fatalf("Take(IPv4-mapped) after release = %d, %v; want 40004", port, err)
 	}
 }
@@ -139,7 +140,7 @@ func TestPortPoolShared(t *testing.T) {
 	held := map[uint16]string{}
 	for range 10 {
 		for name, p := range map[string]*PortPool{"old": old, "reloaded": reloaded} {
-			port, err := p.Take(gwIn)
+			port, err := p.Take(gwIn, noOwner)
 			if errors.Is(err, ErrPoolExhausted) {
 				continue
 			}
@@ -170,7 +171,7 @@ func TestPortPoolRests(t *testing.T) {
 	p := NewPortPool(PortRange{40000, 40009})
 	var held []uint16
 	for range 10 {
-		port, err := p.Take(gwIn)
+		port, err := p.Take(gwIn, noOwner)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,14 +179,14 @@ func TestPortPoolRests(t *testing.T) {
 	}
 	p.Release(gwIn, held[3])
 	p.Release(gwIn, held[7])
-	if port, _ := p.Take(gwIn); port != held[3] {
+	if port, _ := p.Take(gwIn, noOwner); port != held[3] {
 		t.Errorf("Take() = %d, want %d: released first, rested longest", port, held[3])
 	}
 	p.Release(gwIn, held[0])
-	if port, _ := p.Take(gwIn); port != held[7] {
+	if port, _ := p.Take(gwIn, noOwner); port != held[7] {
 		t.Errorf("Take() = %d, want %d, which rested longer than %d", port, held[7], held[0])
 	}
-	if port, _ := p.Take(gwIn); port != held[0] {
+	if port, _ := p.Take(gwIn, noOwner); port != held[0] {
 		t.Errorf("Take() = %d, want %d, the last free port", port, held[0])
 	}
 }
@@ -197,7 +198,7 @@ func TestPortPoolRandom(t *testing.T) {
 	ordered := true
 	prev := uint16(0)
 	for range 20 {
-		port, err := p.Take(gwOut)
+		port, err := p.Take(gwOut, noOwner)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +220,7 @@ func TestPortPoolEmpty(t *testing.T) {
 		"invalid range": NewPortPool(PortRange{10, 9}),
 		"zero range":    NewPortPool(PortRange{}),
 	} {
-		if _, err := p.Take(gwIn); !errors.Is(err, ErrPoolExhausted) {
+		if _, err := p.Take(gwIn, noOwner); !errors.Is(err, ErrPoolExhausted) {
 			t.Errorf("%s: Take() error = %v, want ErrPoolExhausted", name, err)
 		}
 		p.Release(gwIn, 0)
@@ -233,11 +234,11 @@ func TestPortPoolEmpty(t *testing.T) {
 func TestPortPoolOnePort(t *testing.T) {
 	p := NewPortPool(PortRange{65535, 65535})
 	for range 3 {
-		port, err := p.Take(gwIn)
+		port, err := p.Take(gwIn, noOwner)
 		if err != nil || port != 65535 {
 			t.Fatalf("Take() = %d, %v", port, err)
 		}
-		if _, err := p.Take(gwIn); !errors.Is(err, ErrPoolExhausted) {
+		if _, err := p.Take(gwIn, noOwner); !errors.Is(err, ErrPoolExhausted) {
 			t.Fatalf("second Take() error = %v", err)
 		}
 		p.Release(gwIn, port)
@@ -258,7 +259,7 @@ func TestPortPoolConcurrent(t *testing.T) {
 			var mine []uint16
 			for i := range 2000 {
 				if i%3 != 2 {
-					port, err := p.Take(gwIn)
+					port, err := p.Take(gwIn, noOwner)
 					if errors.Is(err, ErrPoolExhausted) {
 						continue
 					}
@@ -287,5 +288,36 @@ func TestPortPoolConcurrent(t *testing.T) {
 	wg.Wait()
 	if a.Held() != 0 {
 		t.Fatalf("Held() = %d after all released", a.Held())
+	}
+}
+
+// TestPortPoolOwnerShare: one client cannot hold more than its share of a
+// pool (here 20% of 10 ports: 2), whatever it asks for; others still get
+// ports.
+func TestPortPoolOwnerShare(t *testing.T) {
+	p := NewPortPool(PortRange{40000, 40009})
+	p.SetOwnerShare(20)
+	greedy := netip.MustParsePrefix("2001:db8:bad::/64")
+	var held []uint16
+	for range 2 {
+		port, err := p.Take(gwOut, greedy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, port)
+	}
+	if _, err := p.Take(gwOut, greedy); !errors.Is(err, ErrOwnerShare) {
+		t.Fatalf("a third port for one client: %v, want ErrOwnerShare", err)
+	}
+	if _, err := p.Take(gwOut, netip.MustParsePrefix("198.18.0.2/32")); err != nil {
+		t.Errorf("another client: %v", err)
+	}
+	p.Release(gwOut, held[0])
+	if _, err := p.Take(gwOut, greedy); err != nil {
+		t.Errorf("after a release: %v", err)
+	}
+	p.SetOwnerShare(1) // 1% of 10 ports: still one
+	if _, err := p.Take(gwOut, netip.MustParsePrefix("198.18.0.3/32")); err != nil {
+		t.Errorf("a share below one port rounds up to one: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,9 +17,13 @@ import (
 	"github.com/ftpgate/ftpgate/rules"
 )
 
-// maxStrangers bounds how many data connections from unexpected addresses
-// one data listener turns away before it gives up.
-const maxStrangers = 16
+// maxArmedPerPool bounds the ports of one pool that a session may hold
+// waiting for their connection: one per direction (client side, server
+// side) is what clients use.
+const maxArmedPerPool = 1
+
+// errArmedLimit refuses a session one more port of a pool.
+var errArmedLimit = errors.New("the session holds its data ports already")
 
 // kernelPinholeGrace is how long a kernel-path pinhole stays after conntrack
 // has seen its connection, for a retransmitted SYN.
@@ -44,6 +49,7 @@ type dataPort struct {
 	pinhole      rules.Pinhole    // zero if no firewall is managed
 	closePinhole func(context.Context) error
 	watch        ExpectedConnection // nil if nothing watches the kernel
+	armed        bool               // waits for its connection; guarded by ss.portsMu
 	once         sync.Once
 }
 
@@ -53,10 +59,22 @@ type dataPort struct {
 // on listen:port, skipping ports that another program holds, a bounded
 // number of times. Then it opens the pinhole that pinhole(port) describes,
 // before any reply announces the port.
+//
+// SECURITY: a session holds at most maxArmedPerPool ports of a pool
+// waiting for their connection (one per direction is what clients use),
+// and a client at most its share of the pool (PortPool.SetOwnerShare): one
+// client cannot take the ports that others need (docs/security.md,
+// "Exhaustion"). Refusals wrap errArmedLimit or nat.ErrOwnerShare.
 func (ss *session) openDataPort(pool *nat.PortPool, addr, listen netip.Addr, pinhole func(port uint16) rules.Pinhole) (*dataPort, error) {
+	ss.portsMu.Lock()
+	armed := ss.armed[pool]
+	ss.portsMu.Unlock()
+	if armed >= maxArmedPerPool {
+		return nil, fmt.Errorf("%w: %d port(s) of %s wait for their connection", errArmedLimit, armed, pool.Range())
+	}
 	tries := min(pool.Range().Len(), 32)
 	for range tries {
-		port, err := pool.Take(addr)
+		port, err := pool.Take(addr, ss.clientKey)
 		if err != nil {
 			return nil, fmt.Errorf("taking a data port: %w", err)
 		}
@@ -80,6 +98,8 @@ func (ss *session) openDataPort(pool *nat.PortPool, addr, listen netip.Addr, pin
 		}
 		ss.portsMu.Lock()
 		ss.ports[dp] = struct{}{}
+		ss.armed[pool]++
+		dp.armed = true
 		ss.portsMu.Unlock()
 		return dp, nil
 	}
@@ -127,10 +147,23 @@ func (dp *dataPort) Close() {
 			cancel()
 		}
 		dp.pool.Release(dp.addr, dp.port)
+		dp.disarm()
 		dp.ss.portsMu.Lock()
 		delete(dp.ss.ports, dp)
 		dp.ss.portsMu.Unlock()
 	})
+}
+
+// disarm records that dp no longer waits for its connection: it has come,
+// or dp is closed. Idempotent.
+func (dp *dataPort) disarm() {
+	ss := dp.ss
+	ss.portsMu.Lock()
+	defer ss.portsMu.Unlock()
+	if dp.armed {
+		dp.armed = false
+		ss.armed[dp.pool]--
+	}
 }
 
 // dataEnd is how ftpgate gets one end of a data connection: it accepts on ln
@@ -155,6 +188,12 @@ func (e dataEnd) close() {
 	}
 }
 
+func (e dataEnd) disarm() {
+	if e.ln != nil {
+		e.ln.disarm()
+	}
+}
+
 // dataLink is one data connection negotiated on a session: it obtains both
 // ends, copies between them and closes them. It is owned by its own
 // goroutine (run); its context, a child of the session's, closes everything
@@ -173,6 +212,12 @@ type dataLink struct {
 	// kernel, on the kernel path, is the port whose pinholes let the
 	// kernel forward the connection; the link then copies nothing.
 	kernel *dataPort
+
+	// clientReady is closed once the client end is connected, or the
+	// link has ended: a transfer's final reply waits for it.
+	clientReady chan struct{}
+	readyOnce   sync.Once
+	clientOK    atomic.Bool // the client end was connected
 
 	command string // the transfer command that used it; guarded by ss.mu
 	// established is set once both ends are connected; guarded by ss.mu.
@@ -194,7 +239,7 @@ func (ss *session) startKernelLinkLocked(dp *dataPort, mode string) *dataLink {
 
 func (ss *session) newLinkLocked(init func(*dataLink)) *dataLink {
 	ss.linkSeq++
-	l := &dataLink{ss: ss, id: ss.linkSeq, used: make(chan struct{})}
+	l := &dataLink{ss: ss, id: ss.linkSeq, used: make(chan struct{}), clientReady: make(chan struct{})}
 	init(l)
 	l.ctx, l.cancel = context.WithCancelCause(ss.ctx)
 	l.timer = time.AfterFunc(ss.srv.dataTimeout(), func() { l.cancel(errDataTimeout) })
@@ -203,6 +248,9 @@ func (ss *session) newLinkLocked(init func(*dataLink)) *dataLink {
 	go l.run()
 	return l
 }
+
+// setClientReady closes clientReady; idempotent.
+func (l *dataLink) setClientReady() { l.readyOnce.Do(func() { close(l.clientReady) }) }
 
 // useLocked records the transfer command that uses the link and restarts
 // its establishment timer. It runs with ss.mu held.
@@ -226,11 +274,24 @@ func (l *dataLink) establishedLocked() {
 	}
 }
 
-// release ends a link that no transfer command used, and gives its ports
-// and pinholes back at once, so that a new negotiation may take them. It
-// runs with ss.mu held.
+// release ends a link that no transfer command used. Its ports stop
+// counting against the session at once, so that a new negotiation may
+// have others; the link's goroutine closes them, with their listeners and
+// pinholes (network and firewall I/O: never under ss.mu, which the caller
+// holds).
 func (l *dataLink) release(cause error) {
 	l.cancel(cause)
+	l.client.disarm()
+	l.server.disarm()
+	if l.kernel != nil {
+		l.kernel.disarm()
+	}
+}
+
+// closePorts closes the link's ports, with their listeners and pinholes,
+// now rather than when its goroutine gets to it: a replacing negotiation
+// may need them. Not with ss.mu held. Idempotent.
+func (l *dataLink) closePorts() {
 	l.client.close()
 	l.server.close()
 	if l.kernel != nil {
@@ -242,6 +303,7 @@ func (l *dataLink) run() {
 	ss := l.ss
 	defer ss.wg.Done()
 	defer func() {
+		l.setClientReady()
 		l.timer.Stop()
 		l.cancel(nil)
 		l.client.close()
@@ -257,6 +319,9 @@ func (l *dataLink) run() {
 		ss.mu.Unlock()
 	}()
 	if l.kernel != nil {
+		// The kernel carries the data: nothing to wait for.
+		l.clientOK.Store(true)
+		l.setClientReady()
 		l.watchKernel()
 		return
 	}
@@ -295,6 +360,7 @@ func (l *dataLink) watchKernel() {
 	w := l.kernel.watch
 	seen := l.waitKernelEvent(w)
 	if seen {
+		l.kernel.disarm()
 		ss.mu.Lock()
 		l.establishedLocked()
 		l.timer.Stop()
@@ -382,9 +448,9 @@ func (l *dataLink) waitKernelEvent(w ExpectedConnection) bool {
 // ftpgate dials a client (its PORT or EPRT) only once a transfer command
 // has used the link and the server's connection is there: nothing
 // connects to the client for a negotiation that no transfer follows.
-func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
+func (l *dataLink) establish() (cc, sc net.Conn, err error) {
 	type result struct {
-		c   *net.TCPConn
+		c   net.Conn
 		err error
 	}
 	serverc := make(chan result, 1)
@@ -403,6 +469,8 @@ func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
 			select {
 			case <-l.used:
 				cc, cerr = l.obtain(l.client, "client")
+				l.clientOK.Store(cerr == nil)
+				l.setClientReady()
 			case <-l.ctx.Done():
 				cerr = fmt.Errorf("before a transfer command: %w", context.Cause(l.ctx))
 			}
@@ -412,6 +480,8 @@ func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
 		if cerr != nil {
 			l.cancel(cerr)
 		}
+		l.clientOK.Store(cerr == nil)
+		l.setClientReady()
 		sr = <-serverc
 	}
 	sc = sr.c
@@ -424,7 +494,7 @@ func (l *dataLink) establish() (cc, sc *net.TCPConn, err error) {
 }
 
 // obtain accepts or dials one end of the link.
-func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
+func (l *dataLink) obtain(e dataEnd, side string) (net.Conn, error) {
 	if e.ln == nil {
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(e.from, 0))}
 		c, err := d.DialContext(l.ctx, "tcp", e.dialTo.String())
@@ -434,13 +504,16 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 			}
 			return nil, fmt.Errorf("dialing %s at %s: %w", side, e.dialTo, err)
 		}
-		return c.(*net.TCPConn), nil
+		return c, nil
 	}
 	stop := context.AfterFunc(l.ctx, e.ln.Close)
 	defer stop()
 	// One connection per negotiation: the listener closes once it is made.
 	defer e.ln.Close()
-	for range maxStrangers {
+	// Strangers are turned away one by one until the peer comes or the
+	// link's time is up (data_timeout): a stranger cannot make the link
+	// give up, and so cannot cancel the peer's transfer.
+	for {
 		c, err := e.ln.ln.AcceptTCP()
 		if err != nil {
 			if l.ctx.Err() != nil {
@@ -450,15 +523,15 @@ func (l *dataLink) obtain(e dataEnd, side string) (*net.TCPConn, error) {
 		}
 		from := addrPortOf(c.RemoteAddr())
 		if l.ss.srv.sourceAllowed(from.Addr(), e.peer) {
+			e.ln.disarm()
 			return c, nil
 		}
 		// SECURITY: a data connection from anyone but the expected peer is
-		// closed and logged (port theft, DESIGN.md section 5, item 1).
+		// closed and logged (port theft, docs/security.md).
 		l.ss.reject("data connection refused", "theft", "link", l.id,
 			"side", side, "from", from.String(), "expected", e.peer.String())
 		abort(c)
 	}
-	return nil, fmt.Errorf("accepting %s on %s: %d connections from unexpected addresses", side, e.ln.ln.Addr(), maxStrangers)
 }
 
 // sourceAllowed reports whether a data connection from from may stand for
@@ -479,7 +552,7 @@ func (s *Server) sourceAllowed(from, peer netip.Addr) bool {
 
 // relay copies between the client's and the server's data connections until
 // both directions are done, then closes both and logs one transfer line.
-func (l *dataLink) relay(cc, sc *net.TCPConn) {
+func (l *dataLink) relay(cc, sc net.Conn) {
 	ss := l.ss
 	ss.transfers.Add(1)
 	defer func() {
@@ -522,12 +595,13 @@ func (l *dataLink) relay(cc, sc *net.TCPConn) {
 	ss.srv.Metrics.dataConnection(RelayPath, outcome, toClient, toServer)
 }
 
-// copyData copies src to dst. io.Copy between two *net.TCPConn splices on
-// Linux: the data never enters user space. On EOF it half-closes dst, and
+// copyData copies src to dst. io.Copy between two connections that are
+// *net.TCPConn underneath splices on Linux: the data never enters user
+// space (a TLS connection, say, is copied through user space). On EOF it half-closes dst, and
 // bounds how long the other direction may take to finish; on an error it
 // resets both connections, so that neither peer mistakes an aborted
 // transfer for a complete one.
-func (l *dataLink) copyData(dst, src *net.TCPConn) (int64, error) {
+func (l *dataLink) copyData(dst, src net.Conn) (int64, error) {
 	n, err := io.Copy(dst, src)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -539,18 +613,21 @@ func (l *dataLink) copyData(dst, src *net.TCPConn) (int64, error) {
 		abort(src)
 		return n, fmt.Errorf("copying %s to %s: %w", src.RemoteAddr(), dst.RemoteAddr(), err)
 	}
-	dst.CloseWrite()
+	closeWrite(dst)
 	// FTP data flows one way; the receiver closes once it sees EOF. Do not
 	// wait for it forever.
 	dst.SetReadDeadline(time.Now().Add(l.ss.srv.dataTimeout()))
 	return n, nil
 }
 
-// abort resets c (RST instead of FIN) and closes it. c may be nil.
-func abort(c *net.TCPConn) {
+// abort resets c (RST instead of FIN) where it can, and closes it. c may
+// be nil.
+func abort(c net.Conn) {
 	if c == nil {
 		return
 	}
-	c.SetLinger(0)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 	c.Close()
 }

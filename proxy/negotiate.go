@@ -10,11 +10,15 @@ import (
 	"github.com/ftpgate/ftpgate/rules"
 )
 
-// clientSide is how the client asked for its data connection.
+// clientSide is how the client asked for its data connection, and the
+// path chosen for it.
 type clientSide struct {
 	verb    string         // PASV, EPSV, PORT or EPRT
 	passive bool           // PASV/EPSV: ftpgate listens for the client
 	target  netip.AddrPort // PORT/EPRT: where ftpgate connects, bounce-checked
+	// path carries this data connection: chosen per negotiation (in
+	// negotiate), from the listener's data path.
+	path DataPath
 }
 
 func (cs clientSide) extended() bool { return cs.verb == "EPSV" || cs.verb == "EPRT" }
@@ -66,8 +70,8 @@ func (ss *session) negotiateActive(cmd ftp.Command) error {
 		return nil
 	}
 	// SECURITY: ftpgate connects only to the client's own control address
-	// and never to a port below 1024 (FTP bounce, DESIGN.md section 5,
-	// item 2). The policy lives in nat.ActiveTarget.
+	// and never to a port below 1024 (FTP bounce, docs/security.md). The
+	// policy lives in nat.ActiveTarget.
 	target, err := nat.ActiveTarget(ss.clientPeer.Addr(), req)
 	switch {
 	case errors.Is(err, nat.ErrLowPort):
@@ -89,6 +93,7 @@ func (ss *session) negotiateActive(cmd ftp.Command) error {
 // negotiate asks the server for a data connection, passive or active as
 // ServerMode says, and queues the interception of its reply.
 func (ss *session) negotiate(cs clientSide) error {
+	cs.path = ss.srv.DataPath
 	ss.mu.Lock()
 	pending := ss.links + ss.negotiating
 	if ss.plan != nil {
@@ -101,15 +106,37 @@ func (ss *session) negotiate(cs clientSide) error {
 		return nil
 	}
 	// A new PASV/PORT makes the server forget the last one: give up the
-	// unused plan now, ports included, so that the new one may take them.
-	if ss.plan != nil {
-		ss.plan.release(errReplaced)
+	// unused plan now, ports included (closed below, without mu), so that
+	// the new one may take them.
+	replaced := ss.plan
+	if replaced != nil {
+		replaced.release(errReplaced)
 		ss.plan = nil
+	}
+	closeReplaced := func() {
+		if replaced != nil {
+			replaced.closePorts()
+		}
+	}
+	serverPassive := ss.srv.ServerMode == PassiveMode || (ss.srv.ServerMode == SameMode && cs.passive)
+	// SECURITY: one data port of each range waiting for its connection per
+	// session (docs/security.md, "Exhaustion"); decided now, in turn, not
+	// when the server's reply comes.
+	ss.portsMu.Lock()
+	busy := cs.passive && ss.armed[ss.srv.ClientPorts] >= maxArmedPerPool ||
+		!serverPassive && ss.armed[ss.srv.ServerPorts] >= maxArmedPerPool
+	ss.portsMu.Unlock()
+	if busy {
+		ss.mu.Unlock()
+		closeReplaced()
+		ss.reject("data connection refused", "limit", "verb", cs.verb, "err", errArmedLimit)
+		ss.replyLocal(425, "Can't open data connection: one still waits for its connection.")
+		return nil
 	}
 	ss.negotiating++
 	ss.mu.Unlock()
+	closeReplaced()
 
-	serverPassive := ss.srv.ServerMode == PassiveMode || (ss.srv.ServerMode == SameMode && cs.passive)
 	ext := cs.extended() || !ss.serverPeer.Addr().Is4()
 	switch ss.srv.ServerCommands {
 	case ClassicCommands:
@@ -117,7 +144,7 @@ func (ss *session) negotiate(cs clientSide) error {
 	case ExtendedCommands:
 		ext = true
 	}
-	if ss.srv.DataPath == KernelPath && ss.clientPeer.Addr().Is4() != ss.serverPeer.Addr().Is4() {
+	if cs.path == KernelPath && ss.clientPeer.Addr().Is4() != ss.serverPeer.Addr().Is4() {
 		// NAT rules cannot turn an IPv6 connection into an IPv4 one.
 		ss.mu.Lock()
 		ss.negotiating--
@@ -145,7 +172,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		ss.mu.Lock()
 		ss.negotiating--
 		ss.mu.Unlock()
-		ss.log.Error("opening a data port for the server", "err", err)
+		ss.reject("data connection refused", dataPortRefusal(err), "err", fmt.Errorf("opening a data port for the server: %w", err))
 		ss.replyLocal(425, "Can't open data connection.")
 		return nil
 	}
@@ -176,7 +203,7 @@ func (ss *session) negotiate(cs clientSide) error {
 func (ss *session) openServerPort(cs clientSide) (*dataPort, error) {
 	local := ss.serverLocal.Addr()
 	to := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(local, port) }
-	if ss.srv.DataPath == KernelPath {
+	if cs.path == KernelPath {
 		return ss.openDataPort(ss.srv.ServerPorts, local, netip.Addr{}, func(port uint16) rules.Pinhole {
 			p := rules.Pinhole{From: ss.serverPeer.Addr(), To: to(port), Deliver: rules.DNAT, DNATTo: cs.target}
 			if v := ss.clientView(); v != p.From {
@@ -204,14 +231,14 @@ func (ss *session) openServerPort(cs clientSide) (*dataPort, error) {
 //	              -A FTPGATE-FORWARD -s C -d S -p tcp --dport p ... -j ACCEPT
 //	              -t nat -A FTPGATE-POSTROUTING ... -j SNAT --to-source G (the server checks that
 //	              data comes from its control peer, as vsftpd does by default)
-func (ss *session) openClientPort(target netip.AddrPort) (*dataPort, error) {
+func (ss *session) openClientPort(cs clientSide, target netip.AddrPort) (*dataPort, error) {
 	c := ss.clientPeer.Addr()
 	dst := ss.clientLocal.Addr()
 	if ss.srv.transparent() {
 		dst = ss.origDst.Addr()
 	}
 	switch {
-	case ss.srv.DataPath == KernelPath:
+	case cs.path == KernelPath:
 		return ss.openDataPort(ss.srv.ClientPorts, dst, netip.Addr{}, func(port uint16) rules.Pinhole {
 			return rules.Pinhole{From: c, To: netip.AddrPortFrom(dst, port), Deliver: rules.DNAT,
 				DNATTo: target, SNATTo: ss.serverLocal.Addr()}
@@ -234,10 +261,14 @@ func (ss *session) openClientPort(target netip.AddrPort) (*dataPort, error) {
 }
 
 // onPassiveReply intercepts the server's answer to ftpgate's PASV or EPSV.
-// It runs with mu held.
+// It runs without mu: opening a data port is network and firewall I/O;
+// the session's state changes under mu, with the decrement of negotiating,
+// so that a pipelined transfer command finds the link.
 func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code int) []byte {
-	ss.negotiating--
 	if code/100 != 2 {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		ss.negotiating--
 		ss.useNext = ""
 		return reply // the server's own words, e.g. "500 EPSV not understood"
 	}
@@ -245,11 +276,11 @@ func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code
 	if verb == "PASV" {
 		ap, err := nat.Parse227(string(reply))
 		if err != nil {
-			return ss.failNegotiationLocked("parsing the server's 227 reply", err)
+			return ss.failNegotiation("parsing the server's 227 reply", err)
 		}
 		// SECURITY: a 227 naming another address than the server's control
 		// address (private, misconfigured or hostile) is never followed
-		// (DESIGN.md section 5, item 3).
+		// (docs/security.md).
 		t, differs := nat.PassiveTarget(ss.serverPeer.Addr(), ap)
 		if differs {
 			ss.log.Info("server advertised another address, using its control address",
@@ -259,48 +290,56 @@ func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code
 	} else {
 		port, err := nat.Parse229(string(reply))
 		if err != nil {
-			return ss.failNegotiationLocked("parsing the server's 229 reply", err)
+			return ss.failNegotiation("parsing the server's 229 reply", err)
 		}
 		target = netip.AddrPortFrom(ss.serverPeer.Addr(), port)
 	}
-	if ss.srv.DataPath == KernelPath {
-		cp, err := ss.openClientPort(target)
+	if cs.path == KernelPath {
+		cp, err := ss.openClientPort(cs, target)
 		if err != nil {
-			return ss.failNegotiationLocked("opening a data port for the client", err)
+			return ss.failNegotiation("opening a data port for the client", err)
 		}
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		ss.negotiating--
 		ss.adoptLinkLocked(ss.startKernelLinkLocked(cp, cs.mode()))
 		return ss.passiveReply(cs, cp.port)
 	}
-	return ss.completeLinkLocked(cs, target, dataEnd{dialTo: target, from: ss.serverLocal.Addr()})
+	return ss.completeLink(cs, target, dataEnd{dialTo: target, from: ss.serverLocal.Addr()})
 }
 
 // onActiveReply intercepts the server's answer to ftpgate's PORT or EPRT.
-// It runs with mu held.
+// It runs without mu, as onPassiveReply.
 func (ss *session) onActiveReply(cs clientSide, sp *dataPort, reply []byte, code int) []byte {
-	ss.negotiating--
 	if code/100 != 2 {
 		sp.Close()
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		ss.negotiating--
 		ss.useNext = ""
 		return reply
 	}
-	if ss.srv.DataPath == KernelPath {
+	if cs.path == KernelPath {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		ss.negotiating--
 		ss.adoptLinkLocked(ss.startKernelLinkLocked(sp, cs.mode()))
 		return ftp.AppendReply(nil, 200, cs.verb+" command successful.")
 	}
-	return ss.completeLinkLocked(cs, netip.AddrPort{}, dataEnd{ln: sp, peer: ss.serverPeer.Addr()})
+	return ss.completeLink(cs, netip.AddrPort{}, dataEnd{ln: sp, peer: ss.serverPeer.Addr()})
 }
 
-// completeLinkLocked prepares the client's end of a relayed data connection
-// whose server end se is ready, starts the link, and returns the reply for
-// the client. It runs with mu held.
-func (ss *session) completeLinkLocked(cs clientSide, target netip.AddrPort, se dataEnd) []byte {
+// completeLink prepares the client's end of a relayed data connection
+// whose server end se is ready (opening a data port, without mu), then
+// starts the link under mu, and returns the reply for the client.
+func (ss *session) completeLink(cs clientSide, target netip.AddrPort, se dataEnd) []byte {
 	var ce dataEnd
 	var reply []byte
 	if cs.passive {
-		cp, err := ss.openClientPort(target)
+		cp, err := ss.openClientPort(cs, target)
 		if err != nil {
 			se.close()
-			return ss.failNegotiationLocked("opening a data port for the client", err)
+			return ss.failNegotiation("opening a data port for the client", err)
 		}
 		// client <- "227 (<client_address>,<cp.port>)": the client connects
 		// to ftpgate's client-side port.
@@ -310,8 +349,11 @@ func (ss *session) completeLinkLocked(cs clientSide, target netip.AddrPort, se d
 		ce = dataEnd{dialTo: cs.target, from: ss.clientLocal.Addr()}
 		reply = ftp.AppendReply(nil, 200, cs.verb+" command successful.")
 	}
+	ss.mu.Lock()
+	ss.negotiating--
 	l := ss.startLinkLocked(ce, se, cs.mode())
 	ss.adoptLinkLocked(l)
+	ss.mu.Unlock()
 	ss.log.Debug("data connection negotiated", "link", l.id, "client_end", ce.String(), "server_end", se.String())
 	return reply
 }
@@ -346,15 +388,41 @@ func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
 	return append([]byte(nat.Format229(port)), '\r', '\n')
 }
 
-func (ss *session) failNegotiationLocked(what string, err error) []byte {
+// failNegotiation ends a negotiation whose server reply came but gave no
+// link; it takes mu.
+func (ss *session) failNegotiation(what string, err error) []byte {
+	ss.mu.Lock()
+	ss.negotiating--
 	ss.useNext = ""
-	ss.reject("data connection refused", "bad_reply", "err", fmt.Errorf("%s: %w", what, err))
+	ss.mu.Unlock()
+	ss.reject("data connection refused", dataPortRefusal(err), "err", fmt.Errorf("%s: %w", what, err))
 	return ftp.AppendReply(nil, 425, "Can't open data connection.")
+}
+
+// dataPortRefusal is the rejection reason for a negotiation that failed
+// with err.
+func dataPortRefusal(err error) string {
+	switch {
+	case errors.Is(err, errArmedLimit):
+		return "limit"
+	case errors.Is(err, nat.ErrOwnerShare):
+		return "client_share"
+	case errors.Is(err, nat.ErrPoolExhausted):
+		return "pool_exhausted"
+	case errors.Is(err, rules.ErrConflict):
+		return "pinhole_conflict"
+	case errors.Is(err, nat.ErrSyntax), errors.Is(err, nat.ErrRange), errors.Is(err, nat.ErrFamily):
+		return "bad_reply"
+	}
+	return "data_port"
 }
 
 // useLink binds a transfer command to the negotiated data connection. It
 // reports false if there is none, and the command must not reach the server.
-func (ss *session) useLink(cmd ftp.Command) bool {
+//
+// It also returns the link, if it exists yet (a pipelined command's link
+// comes with the reply being awaited).
+func (ss *session) useLink(cmd ftp.Command) (*dataLink, bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	what := cmd.Verb
@@ -363,27 +431,31 @@ func (ss *session) useLink(cmd ftp.Command) bool {
 	}
 	if ss.negotiating > 0 {
 		ss.useNext = what // pipelined: the reply being awaited creates the link
-		return true
+		return nil, true
 	}
 	l := ss.plan
 	if l == nil || l.ctx.Err() != nil {
 		ss.plan = nil
-		return false
+		return nil, false
 	}
 	ss.plan = nil
 	l.useLocked(what, ss.srv.dataTimeout())
-	return true
+	return l, true
 }
 
 // dropPlan cancels a negotiated data connection that no command used.
 func (ss *session) dropPlan(cause error) {
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.plan != nil {
-		ss.plan.release(cause)
+	l := ss.plan
+	if l != nil {
+		l.release(cause)
 		ss.plan = nil
 	}
 	ss.useNext = ""
+	ss.mu.Unlock()
+	if l != nil {
+		l.closePorts()
+	}
 }
 
 // clientAdvertise is the address written in 227 replies to the client.

@@ -160,3 +160,48 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// blockingPinholer holds every Open until the test lets it go.
+type blockingPinholer struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingPinholer) Open(ctx context.Context, p rules.Pinhole) (func(context.Context) error, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return func(context.Context) error { return nil }, nil
+}
+
+// TestNoLockAcrossPinholeIO: opening a pinhole is firewall I/O, which may
+// take long (an iptables lock held by someone else). The session's lock is
+// not held meanwhile: before, the intercepted 227 opened its data port with
+// the lock held, and every other goroutine of the session (the reply
+// writer's callers, the drain, the shutdown) waited for the firewall.
+func TestNoLockAcrossPinholeIO(t *testing.T) {
+	b := &blockingPinholer{entered: make(chan struct{}), release: make(chan struct{})}
+	h := newHarness(t, func(s *Server) { s.Pinholes = b })
+	c := h.dial()
+	c.login()
+	c.send("PASV")
+	select {
+	case <-b.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pinhole opened for PASV")
+	}
+	h.srv.mu.Lock()
+	var ss *session
+	for s := range h.srv.sessions {
+		ss = s
+	}
+	h.srv.mu.Unlock()
+	if ss.mu.TryLock() {
+		ss.mu.Unlock()
+	} else {
+		t.Error("the session's lock is held while a pinhole is being opened")
+	}
+	close(b.release)
+	c.expect(227)
+	c.quit()
+	h.sessionsEnded()
+}

@@ -54,10 +54,11 @@ func (m ServerMode) String() string {
 // Default values used where a Server field is zero.
 const (
 	DefaultIdleTimeout  = 15 * time.Minute
+	DefaultLoginTimeout = 30 * time.Second
 	DefaultDataTimeout  = 30 * time.Second
 	DefaultMaxLineBytes = 4096
 	// maxLinksPerSession bounds the data connections one session may have
-	// negotiated but not yet established (DESIGN.md section 5, item 6).
+	// negotiated but not yet established (docs/security.md).
 	maxLinksPerSession = 4
 	// closeGrace is how long a session waits, after one side of the control
 	// channel has closed, for the other side to close too; and how long
@@ -207,7 +208,7 @@ type Server struct {
 	AdvertisePorts nat.PortRange
 
 	// SourceCheck says which sources ftpgate accepts a data connection
-	// from (DESIGN.md section 5, item 1).
+	// from (docs/security.md).
 	SourceCheck SourceCheck
 
 	// TrustedSources are accepted as the source of data connections with
@@ -221,6 +222,11 @@ type Server struct {
 	// ServerPorts are the ports ftpgate listens on for the server's data
 	// connections (active mode towards the server). Required.
 	ServerPorts *nat.PortPool
+
+	// LoginTimeout closes a session that has not logged in (no 230 from
+	// the server) this long after it started. If zero,
+	// DefaultLoginTimeout.
+	LoginTimeout time.Duration
 
 	// IdleTimeout closes a session whose client sends nothing for this long
 	// while no transfer runs. If zero, DefaultIdleTimeout.
@@ -432,11 +438,24 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	ss.serve(ctx)
 }
 
+// clientIPv6Prefix is the prefix length by which the limiter counts IPv6
+// clients, for the per-client port share too.
+func (s *Server) clientIPv6Prefix() int {
+	if s.Limiter == nil {
+		return DefaultClientIPv6Prefix
+	}
+	return s.Limiter.IPv6Prefix()
+}
+
 func (s *Server) logger() *slog.Logger {
 	if s.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return s.Logger
+}
+
+func (s *Server) loginTimeout() time.Duration {
+	return cmp0(s.LoginTimeout, DefaultLoginTimeout)
 }
 
 func (s *Server) idleTimeout() time.Duration {

@@ -25,11 +25,12 @@ var ErrShutdown = errors.New("ftpgate is shutting down")
 
 // Causes of a session's or a data link's end, as reported in logs.
 var (
-	errCloseGrace  = errors.New("peer did not close the control connection in time")
-	errDataTimeout = errors.New("data connection not established in time")
-	errReplaced    = errors.New("replaced by a newer PASV/PORT")
-	errBadServer   = errors.New("bad reply from server")
-	errRefused     = errors.New("session refused")
+	errCloseGrace   = errors.New("peer did not close the control connection in time")
+	errDataTimeout  = errors.New("data connection not established in time")
+	errReplaced     = errors.New("replaced by a newer PASV/PORT")
+	errBadServer    = errors.New("bad reply from server")
+	errRefused      = errors.New("session refused")
+	errLoginTimeout = errors.New("not logged in within the login timeout")
 )
 
 // session is one control connection from a client, proxied to the upstream
@@ -74,6 +75,7 @@ type session struct {
 	// never passes ftpgate) until their final reply.
 	transfers  atomic.Int32
 	draining   atomic.Bool  // the server is stopping: end once idle
+	loggedIn   atomic.Bool  // the server has answered 230 (or 232)
 	drainCause error        // set before draining
 	pinholeSeq atomic.Int32 // numbers the session's pinholes
 	// lastTransfer is when the last data connection stopped copying, in
@@ -102,6 +104,10 @@ type session struct {
 	// held.
 	portsMu sync.Mutex
 	ports   map[*dataPort]struct{}
+	armed   map[*nat.PortPool]int // ports of each pool waiting for their connection
+	// clientKey is the client as the per-client limits count it: its IPv4
+	// address or its IPv6 prefix.
+	clientKey netip.Prefix
 }
 
 // expectation is what one command in flight waits for.
@@ -112,7 +118,8 @@ type expectation struct {
 	local []byte
 	// intercept, if non-nil, receives the server's complete final reply
 	// (all lines, raw) and its code, and returns what the client gets
-	// instead. It runs with mu held.
+	// instead. It runs without mu (it may open data ports), and takes mu
+	// itself for the session's state.
 	intercept func(reply []byte, code int) []byte
 	// passive is set for ftpgate's own PASV or EPSV: the one command whose
 	// 227 or 229 reply may come back (and is rewritten by intercept).
@@ -121,6 +128,10 @@ type expectation struct {
 	// kernelTransfer is set for a transfer command on the kernel path:
 	// it counts in transfers until its final reply.
 	kernelTransfer bool
+	// link, for a transfer command, is the data link it uses: its final
+	// positive reply waits until the link has its client end (see
+	// handleReplyLine).
+	link *dataLink
 }
 
 func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
@@ -138,6 +149,8 @@ func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
 		clientLocal: addrPortOf(raw.LocalAddr()),
 		clientDst:   addrPortOf(c.LocalAddr()),
 		ports:       make(map[*dataPort]struct{}),
+		armed:       make(map[*nat.PortPool]int),
+		clientKey:   ClientKey(addrPortOf(c.RemoteAddr()).Addr(), srv.clientIPv6Prefix()),
 	}
 }
 
@@ -156,6 +169,17 @@ func (ss *session) serve(parent context.Context) {
 	ss.mu.Unlock()
 	ss.out = newReplyWriter(ss.client, ss.srv.idleTimeout(), func(err error) { cancel(err) })
 	go ss.out.run()
+	// SECURITY: a session that does not log in goes, with the upstream
+	// connection it holds (docs/security.md, "Exhaustion").
+	// (The session's end logs the cause: ss.log is not for this goroutine.)
+	login := time.AfterFunc(ss.srv.loginTimeout(), func() {
+		if !ss.loggedIn.Load() {
+			ss.srv.Metrics.rejection("login_timeout")
+			ss.replyNow(421, "Login timeout, closing control connection.")
+			cancel(errLoginTimeout)
+		}
+	})
+	defer login.Stop()
 	start := time.Now()
 	ss.log.Info("session started", "local", ss.clientLocal.String())
 	ss.srv.Metrics.sessionStarted(ss.srv.Name)
@@ -269,7 +293,9 @@ func (ss *session) run() error {
 	if err == nil {
 		err = err2
 	}
-	if err == nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
+		// What cancelled the session (a shutdown, a login timeout, the
+		// first error) says more than the read it made fail.
 		err = context.Cause(ctx)
 	}
 	return err
@@ -408,14 +434,14 @@ func (ss *session) handleCommand(line []byte) error {
 	case "PORT", "EPRT":
 		return ss.negotiateActive(cmd)
 	case "LPRT", "LPSV":
-		// DESIGN.md section 5, item 4: never pass an address-bearing
+		// docs/security.md: never pass an address-bearing
 		// command through unrewritten.
 		ss.reject("command refused", "unsupported", "verb", cmd.Verb)
 		ss.replyLocal(502, "Command not implemented, use EPRT or EPSV.")
 		return nil
 	case "AUTH":
 		// An encrypted control channel would hide every address from
-		// ftpgate (DESIGN.md section 5, item 4): refused until ftpgate
+		// ftpgate (docs/security.md): refused until ftpgate
 		// terminates TLS itself. RFC 2228: 534, request denied for policy
 		// reasons; clients that only try TLS go on in the clear.
 		ss.reject("command refused", "tls", "verb", cmd.Verb, "arg", cmd.Arg)
@@ -434,11 +460,13 @@ func (ss *session) handleCommand(line []byte) error {
 	}
 	exp := expectation{verb: cmd.Verb}
 	if ftp.IsTransferCommand(cmd.Verb) {
-		if !ss.useLink(cmd) {
+		l, ok := ss.useLink(cmd)
+		if !ok {
 			ss.replyLocal(425, "Use PORT or PASV first.")
 			return nil
 		}
-		if ss.srv.DataPath == KernelPath {
+		exp.link = l
+		if l != nil && l.kernel != nil || l == nil && ss.srv.DataPath == KernelPath {
 			// The data goes past ftpgate: the transfer runs, and the
 			// control channel may be silent, until its final reply.
 			exp.kernelTransfer = true
@@ -513,7 +541,31 @@ func (ss *session) writeClientLocked(b []byte) error {
 func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if len(ss.replies) > 0 && ss.replies[0].link != nil && ftp.IsPositiveCompletion(rl.Code) {
+		// The server has sent its data (226): the client must have its
+		// data connection before it reads that, or it takes the transfer
+		// for failed ("control connection has data while waiting for the
+		// data connection"). ftpgate dials an active client only once the
+		// server's connection is there, so a fast server's 226 can come
+		// first: hold it until the link has its client end or has ended
+		// (data_timeout at most), without the lock.
+		l := ss.replies[0].link
+		ss.replies[0].link = nil
+		ss.mu.Unlock()
+		<-l.clientReady
+		ss.mu.Lock()
+		if !l.clientOK.Load() && len(ss.replies) > 0 {
+			// The data never reached the client: the server's 226 would
+			// tell it otherwise.
+			ss.replies[0].intercept = func([]byte, int) []byte {
+				return ftp.AppendReply(nil, 426, "Data connection to the client failed; transfer aborted.")
+			}
+		}
+	}
 	final := rl.Last && !ftp.IsPreliminary(rl.Code)
+	if final && (rl.Code == 230 || rl.Code == 232) {
+		ss.loggedIn.Store(true)
+	}
 	if isAddressReply(rl.Code) && (len(ss.replies) == 0 || !ss.replies[0].passive) {
 		return ss.withholdLocked(rl)
 	}
@@ -534,9 +586,16 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	if !final {
 		return nil
 	}
-	exp := ss.popLocked()
-	out := exp.intercept(ss.held, rl.Code)
+	// The intercept may open a data port (network and firewall I/O): it
+	// runs without mu. Its expectation stays at the head meanwhile, so no
+	// other reply overtakes its answer.
+	exp := ss.replies[0]
+	held := append([]byte(nil), ss.held...)
 	ss.held = ss.held[:0]
+	ss.mu.Unlock()
+	out := exp.intercept(held, rl.Code)
+	ss.mu.Lock()
+	ss.popLocked()
 	if err := ss.writeClientLocked(out); err != nil {
 		return err
 	}

@@ -165,7 +165,7 @@ func TestRestRetr(t *testing.T) {
 }
 
 // TestServerAdvertisesOtherAddress: a 227 naming another address than the
-// server's control address is not followed (DESIGN.md section 5, item 3).
+// server's control address is not followed (docs/security.md).
 func TestServerAdvertisesOtherAddress(t *testing.T) {
 	for _, tt := range []struct {
 		client string
@@ -197,7 +197,7 @@ func TestServerAdvertisesOtherAddress(t *testing.T) {
 }
 
 // TestClientBehindNAT: a PORT naming a private address is served at the
-// client's control address (DESIGN.md section 5, item 2).
+// client's control address (docs/security.md).
 func TestClientBehindNAT(t *testing.T) {
 	for _, verb := range []string{"PORT", "EPRT"} {
 		t.Run(verb, func(t *testing.T) {
@@ -351,7 +351,7 @@ func TestBadPassiveReply(t *testing.T) {
 }
 
 // TestPortTheft: a data connection from another address than the expected
-// peer is reset, and the real one still works (DESIGN.md section 5, item 1).
+// peer is reset, and the real one still works (docs/security.md).
 func TestPortTheft(t *testing.T) {
 	thief := func(t *testing.T, to netip.AddrPort) {
 		t.Helper()
@@ -382,6 +382,26 @@ func TestPortTheft(t *testing.T) {
 		sameContent(t, "RETR", c.download(p), file)
 		c.quit()
 		h.sessionsEnded()
+	})
+	// However many strangers come first, the link waits for its peer:
+	// before, it gave up after 16, so strangers could cancel transfers.
+	t.Run("many strangers", func(t *testing.T) {
+		h := newHarness(t)
+		file := randomBytes(16, 4096)
+		h.fake.SetFile("f", file)
+		c := h.dial()
+		c.login()
+		p := c.negotiate("PASV")
+		for range 40 {
+			thief(t, p.addr)
+		}
+		c.send("RETR f")
+		sameContent(t, "RETR", c.download(p), file)
+		c.quit()
+		h.sessionsEnded()
+		if n := strings.Count(h.logs.String(), "reason=theft"); n != 40 {
+			t.Errorf("%d strangers refused and logged, want 40", n)
+		}
 	})
 	t.Run("server side", func(t *testing.T) {
 		h := newHarness(t, withMode(ActiveMode))
@@ -682,27 +702,26 @@ func TestLimits(t *testing.T) {
 		}
 		h.waitLog("session refused", "per-client session limit reached")
 	})
-	t.Run("pending data connections", func(t *testing.T) {
+	// One data port per pool waits for its connection at a time: one per
+	// direction is what clients use. Before, a session could hold 4, and
+	// 64 sessions per client.
+	t.Run("armed data ports", func(t *testing.T) {
 		const timeout = 4 * time.Second
 		h := newHarness(t, func(s *Server) { s.DataTimeout = timeout })
 		h.fake.SetFile("f", []byte("small"))
 		c := h.dial()
 		c.login()
-		// Each RETR is used, and the server sends its few bytes, but
-		// the client never connects: the link stays pending.
-		start := time.Now()
-		for range maxLinksPerSession {
-			c.negotiate("PASV")
-			c.send("RETR f")
-			c.expect(150)
-			c.expect(226)
-		}
-		if time.Since(start) > timeout/2 {
-			t.Fatalf("too slow to check the limit before the data timeout (%v)", time.Since(start))
-		}
-		c.cmd("PASV", 425)
-		c.cmd("PORT 127,0,0,1,100,100", 425)
-		h.waitLog("command refused", "reason=limit", "pending_data_connections=4")
+		// The RETR uses the link, and the server sends its few bytes, but
+		// the client never connects: the port stays armed until the data
+		// timeout, and the client gets 426, not the server's 226 (the data
+		// never reached it).
+		c.negotiate("PASV")
+		c.send("RETR f")
+		c.expect(150)
+		c.send("PASV")
+		c.expect(426)
+		c.expect(425)
+		h.waitLog("data connection refused", "reason=limit")
 		if !eventually(timeout+3*time.Second, h.portsFree) {
 			t.Fatalf("ports in use after the data timeout")
 		}
@@ -1185,5 +1204,36 @@ func TestActiveDialAfterCommand(t *testing.T) {
 			c.quit()
 			h.sessionsEnded()
 		})
+	}
+}
+
+// TestActiveReplyAfterDataConnection: ftpgate dials an active client only
+// once the server's data connection is there, so a fast server's 226 can
+// come before ftpgate has connected to the client; a client that reads the
+// 226 while it still waits for its data connection takes the transfer for
+// failed (curl: "control connection has data while waiting for the data
+// connection"). The 226 waits until the client's data connection is made.
+func TestActiveReplyAfterDataConnection(t *testing.T) {
+	for range 20 {
+		h := newHarness(t)
+		file := randomBytes(17, 100)
+		h.fake.SetFile("f", file)
+		c := h.dial()
+		c.login()
+		p := c.negotiate("PORT")
+		c.send("RETR f")
+		c.expect(150)
+		c.expect(226)
+		// The data connection must be there already, in the listen queue.
+		p.ln.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		dc, err := p.ln.AcceptTCP()
+		if err != nil {
+			t.Fatalf("after the 226, no data connection from ftpgate yet: %v", err)
+		}
+		b, _ := readAll(dc)
+		dc.Close()
+		sameContent(t, "RETR", b, file)
+		c.quit()
+		h.sessionsEnded()
 	}
 }

@@ -183,7 +183,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	defer cancel(nil)
 	sup := &supervisor{
 		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: proxy.NewMetrics(reg),
-		limiter: proxy.NewSessionLimiter(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient),
+		limiter: newLimiter(cfg.Limits),
 		ports:   nat.NewPortAllocator(),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_config_reloads_total",
@@ -306,6 +306,13 @@ func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits co
 	return nil
 }
 
+// newLimiter is the session limiter of lim, shared by every listener.
+func newLimiter(lim config.Limits) *proxy.SessionLimiter {
+	l := proxy.NewSessionLimiter(lim.MaxSessions, lim.MaxSessionsPerClient)
+	l.SetIPv6Prefix(lim.ClientIPv6Prefix)
+	return l
+}
+
 // closeSockets closes the sockets of the running listeners, once their
 // Servers have returned.
 func (sup *supervisor) closeSockets() {
@@ -333,6 +340,7 @@ func (sup *supervisor) reload(path string) {
 		sup.log.Warn("reload: firewall, metrics and log settings change only at a restart")
 	}
 	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
+	sup.limiter.SetIPv6Prefix(cfg.Limits.ClientIPv6Prefix)
 	wanted := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		wanted[lc.Name] = true
@@ -415,6 +423,7 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		ServerMode:   mode,
 		ClientPorts:  nat.NewSharedPortPool(clientPorts, ports),
 		ServerPorts:  nat.NewSharedPortPool(serverPorts, ports),
+		LoginTimeout: lim.LoginTimeout,
 		IdleTimeout:  lim.IdleTimeout,
 		DataTimeout:  lim.DataTimeout,
 		DrainTimeout: lim.DrainTimeout,
@@ -422,6 +431,8 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		Limiter:      limiter,
 		Logger:       log,
 	}
+	srv.ClientPorts.SetOwnerShare(lim.ClientPortShare)
+	srv.ServerPorts.SetOwnerShare(lim.ClientPortShare)
 	if srv.ClientAddress, err = optionalAddr(lc.Data.ClientAddress); err != nil {
 		return nil, fmt.Errorf("listener %s: client_address: %w", lc.Name, err)
 	}

@@ -91,6 +91,12 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	// DefaultMaxLineBytes is the default Limits.MaxLineBytes.
 	DefaultMaxLineBytes = 4096
+	// DefaultLoginTimeout is the default Limits.LoginTimeout.
+	DefaultLoginTimeout = 30 * time.Second
+	// DefaultClientIPv6Prefix is the default Limits.ClientIPv6Prefix.
+	DefaultClientIPv6Prefix = 64
+	// DefaultClientPortShare is the default Limits.ClientPortShare.
+	DefaultClientPortShare = 50
 
 	// DefaultLogLevel is the default Log.Level.
 	DefaultLogLevel = "info"
@@ -308,6 +314,18 @@ type Limits struct {
 	// line ending included; a session sending a longer one is closed.
 	// Default 4096; 512..1048576.
 	MaxLineBytes int `yaml:"max_line_bytes"`
+	// LoginTimeout closes a session that has not logged in (no 230 from
+	// the server) this long after it started: before, it may hold its
+	// upstream connection for idle_timeout. Default 30s; must be positive.
+	LoginTimeout time.Duration `yaml:"login_timeout"`
+	// ClientIPv6Prefix is the prefix length by which IPv6 clients count as
+	// one for max_sessions_per_client and client_port_share: a host picks
+	// any address of its /64. Default 64; 1..128.
+	ClientIPv6Prefix int `yaml:"client_ipv6_prefix"`
+	// ClientPortShare is the most of each data port range one client may
+	// hold at once, in percent (at least one port). Default 50; 1..100
+	// (100: no limit).
+	ClientPortShare int `yaml:"client_port_share"`
 }
 
 // Log configures the daemon's log.
@@ -331,6 +349,9 @@ func Default() Config {
 			DataTimeout:          DefaultDataTimeout,
 			DrainTimeout:         DefaultDrainTimeout,
 			MaxLineBytes:         DefaultMaxLineBytes,
+			LoginTimeout:         DefaultLoginTimeout,
+			ClientIPv6Prefix:     DefaultClientIPv6Prefix,
+			ClientPortShare:      DefaultClientPortShare,
 		},
 		Log: Log{
 			Level:  DefaultLogLevel,

@@ -85,6 +85,9 @@ func TestLoadGood(t *testing.T) {
 			DataTimeout:          45 * time.Second,
 			DrainTimeout:         30 * time.Second,
 			MaxLineBytes:         1024,
+			LoginTimeout:         20 * time.Second,
+			ClientIPv6Prefix:     56,
+			ClientPortShare:      25,
 		},
 		Log:      Log{Level: "debug", Format: "json"},
 		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
@@ -103,6 +106,9 @@ func TestDefault(t *testing.T) {
 			DataTimeout:          30 * time.Second,
 			DrainTimeout:         30 * time.Second,
 			MaxLineBytes:         4096,
+			LoginTimeout:         30 * time.Second,
+			ClientIPv6Prefix:     64,
+			ClientPortShare:      50,
 		},
 		Log:      Log{Level: "info", Format: "text"},
 		Firewall: Firewall{Backend: "auto", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
@@ -221,6 +227,10 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-sessions-per-client.yaml", `limits.max_sessions_per_client: must be at most limits.max_sessions (10), got 64`},
 		{"bad-idle-timeout.yaml", `limits.idle_timeout: must be positive, got 0s`},
 		{"bad-data-timeout.yaml", `limits.data_timeout: must be positive, got -30s`},
+		{"bad-limits-clients.yaml", "3 problems:\n" +
+			"limits.login_timeout: must be positive, got 0s\n" +
+			"limits.client_ipv6_prefix: must be from 1 to 128, got 129\n" +
+			"limits.client_port_share: must be from 1 to 100 (percent), got 0"},
 		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
 		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},

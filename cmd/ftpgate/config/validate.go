@@ -500,6 +500,15 @@ func (l *Limits) validate() []error {
 	if l.MaxLineBytes < MinLineBytes || l.MaxLineBytes > MaxLineBytes {
 		errs = append(errs, fmt.Errorf("limits.max_line_bytes: must be from %d to %d, got %d", MinLineBytes, MaxLineBytes, l.MaxLineBytes))
 	}
+	if l.LoginTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("limits.login_timeout: must be positive, got %s", l.LoginTimeout))
+	}
+	if l.ClientIPv6Prefix < 1 || l.ClientIPv6Prefix > 128 {
+		errs = append(errs, fmt.Errorf("limits.client_ipv6_prefix: must be from 1 to 128, got %d", l.ClientIPv6Prefix))
+	}
+	if l.ClientPortShare < 1 || l.ClientPortShare > 100 {
+		errs = append(errs, fmt.Errorf("limits.client_port_share: must be from 1 to 100 (percent), got %d", l.ClientPortShare))
+	}
 	return errs
 }
 
