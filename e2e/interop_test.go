@@ -229,9 +229,20 @@ func TestInteropWithoutFtpgateFails(t *testing.T) {
 // ports in the gateway's firewall (IPv4 and IPv6), until the test ends.
 func openInteropPorts(t *testing.T) {
 	t.Helper()
-	ports := make([]string, len(interopServers))
-	for i, s := range interopServers {
-		ports[i] = strconv.Itoa(s.listener)
+	var ports []int
+	for _, s := range interopServers {
+		ports = append(ports, s.listener)
+	}
+	openGatewayPorts(t, ports...)
+}
+
+// openGatewayPorts accepts new connections to the gateway's listener ports
+// (IPv4 and IPv6) until the test ends.
+func openGatewayPorts(t *testing.T, listeners ...int) {
+	t.Helper()
+	ports := make([]string, len(listeners))
+	for i, p := range listeners {
+		ports[i] = strconv.Itoa(p)
 	}
 	var rules []string
 	for _, bin := range []string{net4.IPTables, strings.Replace(net4.IPTables, "iptables", "ip6tables", 1)} {

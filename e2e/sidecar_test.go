@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,18 +16,26 @@ import (
 // privileges (relay, backend none) advertising the Service's address and
 // ports, and a node that plays the Service by DNAT of port 21 and of a
 // passive range that it remaps (30000-30009 on the Service, 40000-40009 in
-// the pod). Clients outside pass the core matrix.
+// the pod). Clients outside pass the core matrix, in plain FTP and in FTPS
+// (TLS offloaded for the legacy server, as the sidecar example does).
 func TestSidecar(t *testing.T) {
 	h, err := netlab.NewSidecar("iptables")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
+	files, err := h.MakeTLSFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As deploy/examples/sidecar.yaml: TLS offloaded for the legacy server,
+	// optional for the clients, session reuse required.
 	config := fmt.Sprintf(`
 listeners:
   - name: sidecar
     listen: %s:21
     upstream: 127.0.0.1:21
+    tls: {mode: explicit, cert: %s, key: %s, required: false, session_reuse: required}
     data:
       client_address: %s
       client_ports: %d-%d
@@ -34,7 +43,7 @@ listeners:
       server_ports: 50000-50009
 log: {level: debug}
 firewall: {backend: none}
-`, netlab.SidecarPodAddr, netlab.SidecarService,
+`, netlab.SidecarPodAddr, files.GatewayCert, files.GatewayKey, netlab.SidecarService,
 		netlab.SidecarPodPorts, netlab.SidecarPodPorts+netlab.SidecarPorts-1,
 		netlab.SidecarServicePorts, netlab.SidecarServicePorts+netlab.SidecarPorts-1)
 	gw, err := h.StartFtpgate(ftpgateBin, config, 21)
@@ -42,7 +51,13 @@ firewall: {backend: none}
 		t.Fatal(err)
 	}
 	stopOnCleanup(t, gw)
-	for _, c := range netlab.Clients {
+	clients := slices.Clone(netlab.Clients)
+	for _, c := range netlab.FTPSClients(files.CA) {
+		if !strings.HasPrefix(c.Name, "ftplib") { // no session reuse: refused with required
+			clients = append(clients, c)
+		}
+	}
+	for _, c := range clients {
 		for _, op := range netlab.Ops {
 			t.Run(strings.ReplaceAll(c.Name, " ", "_")+"/"+string(op), func(t *testing.T) {
 				cell := h.Do(c, netlab.SidecarService, 21, op)

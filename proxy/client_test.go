@@ -25,6 +25,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 type ftpClient struct {
 	t  *testing.T
 	c  *net.TCPConn
+	rw net.Conn // what replies are read from and commands written to: c, or TLS over it
 	rr *ftp.ReplyReader
 	// clientPorts, if valid, is the range every 227/229 must name a port
 	// in, with the address 127.0.0.1.
@@ -47,12 +48,12 @@ func dialFTP(t *testing.T, addr, local string) *ftpClient {
 		t.Fatalf("dialing the proxy: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &ftpClient{t: t, c: c.(*net.TCPConn), rr: ftp.NewReplyReader(c, 1<<16)}
+	return &ftpClient{t: t, c: c.(*net.TCPConn), rw: c, rr: ftp.NewReplyReader(c, 1<<16)}
 }
 
 // reply reads one complete reply, all its lines.
 func (c *ftpClient) reply() (code int, text string, err error) {
-	c.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	c.rw.SetReadDeadline(time.Now().Add(ioTimeout))
 	var b strings.Builder
 	for {
 		rl, err := c.rr.Next()
@@ -81,8 +82,8 @@ func (c *ftpClient) expect(code int) string {
 
 func (c *ftpClient) write(b []byte) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if _, err := c.c.Write(b); err != nil {
+	c.rw.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := c.rw.Write(b); err != nil {
 		c.t.Fatalf("writing %q: %v", b, err)
 	}
 }

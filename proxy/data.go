@@ -212,6 +212,8 @@ type dataLink struct {
 	// kernel, on the kernel path, is the port whose pinholes let the
 	// kernel forward the connection; the link then copies nothing.
 	kernel *dataPort
+	// clientTLS: the client's data connection is a TLS one (PROT P).
+	clientTLS bool
 
 	// clientReady is closed once the client end is connected, or the
 	// link has ended: a transfer's final reply waits for it.
@@ -227,8 +229,10 @@ type dataLink struct {
 
 // startLinkLocked starts a dataLink that relays between ce and se. It runs
 // with ss.mu held.
-func (ss *session) startLinkLocked(ce, se dataEnd, mode string) *dataLink {
-	return ss.newLinkLocked(func(l *dataLink) { l.client, l.server, l.mode = ce, se, mode })
+func (ss *session) startLinkLocked(ce, se dataEnd, cs clientSide) *dataLink {
+	return ss.newLinkLocked(func(l *dataLink) {
+		l.client, l.server, l.mode, l.clientTLS = ce, se, cs.mode(), cs.protP
+	})
 }
 
 // startKernelLinkLocked starts a dataLink on the kernel path, for the
@@ -456,6 +460,15 @@ func (l *dataLink) establish() (cc, sc net.Conn, err error) {
 	serverc := make(chan result, 1)
 	go func() {
 		c, err := l.obtain(l.server, "server")
+		if err == nil && l.ss.upTLSConfig != nil {
+			var tc net.Conn
+			if tc, err = l.serverDataTLS(c); err != nil {
+				abort(c)
+				c = nil
+			} else {
+				c = tc
+			}
+		}
 		if err != nil {
 			l.cancel(err)
 		}
@@ -469,6 +482,7 @@ func (l *dataLink) establish() (cc, sc net.Conn, err error) {
 			select {
 			case <-l.used:
 				cc, cerr = l.obtain(l.client, "client")
+				cc, cerr = l.secureClient(cc, cerr)
 				l.clientOK.Store(cerr == nil)
 				l.setClientReady()
 			case <-l.ctx.Done():
@@ -476,7 +490,7 @@ func (l *dataLink) establish() (cc, sc net.Conn, err error) {
 			}
 		}
 	} else {
-		cc, cerr = l.obtain(l.client, "client")
+		cc, cerr = l.obtain(l.client, "client") // in TLS already if PROT P: see obtain
 		if cerr != nil {
 			l.cancel(cerr)
 		}
@@ -491,6 +505,21 @@ func (l *dataLink) establish() (cc, sc net.Conn, err error) {
 		return nil, nil, errors.Join(cerr, sr.err)
 	}
 	return cc, sc, nil
+}
+
+// secureClient makes the client's end c a TLS connection if the link is
+// PROT P (and obtaining it did not fail: err); on a failed handshake it
+// resets c.
+func (l *dataLink) secureClient(c net.Conn, err error) (net.Conn, error) {
+	if err != nil || !l.clientTLS {
+		return c, err
+	}
+	tc, err := l.clientDataTLS(c)
+	if err != nil {
+		abort(c)
+		return nil, err
+	}
+	return tc, nil
 }
 
 // obtain accepts or dials one end of the link.
@@ -523,6 +552,19 @@ func (l *dataLink) obtain(e dataEnd, side string) (net.Conn, error) {
 		}
 		from := addrPortOf(c.RemoteAddr())
 		if l.ss.srv.sourceAllowed(from.Addr(), e.peer) {
+			if side == "client" && l.clientTLS {
+				// PROT P: the peer is who completes the handshake (and,
+				// with ClientTLSReuse, resumes the control connection's
+				// session); anyone else is one more stranger.
+				tc, err := l.clientDataTLS(c)
+				if err != nil {
+					l.ss.log.Info("client data connection refused", "link", l.id, "from", from.String(), "err", err)
+					abort(c)
+					continue
+				}
+				e.ln.disarm()
+				return tc, nil
+			}
 			e.ln.disarm()
 			return c, nil
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,9 @@ type fakeScript struct {
 	// Replies, if it has the verb, replaces the server's answer to it with
 	// these raw lines (CRLF included).
 	Replies map[string]string
+	// TLS, if set, makes the server take AUTH TLS (control connection
+	// only) and answer PBSZ and PROT.
+	TLS *tls.Config
 }
 
 // dataRecord is one data connection the fake server made or accepted.
@@ -227,10 +231,27 @@ func (f *fakeFTP) handle(c net.Conn) {
 		f.mu.Lock()
 		f.lines = append(f.lines, line)
 		f.mu.Unlock()
+		before := s.c
 		if !s.do(ftp.SplitCommand([]byte(line))) {
 			return
 		}
+		if s.c != before { // AUTH TLS
+			r = bufio.NewReader(s.c)
+		}
 	}
+}
+
+// startTLS answers AUTH TLS and runs the server's handshake.
+func (s *fakeSession) startTLS(cfg *tls.Config) bool {
+	s.reply(234, "Proceed with negotiation.")
+	tc := tls.Server(s.c, cfg)
+	tc.SetDeadline(time.Now().Add(fakeIOTimeout))
+	if err := tc.Handshake(); err != nil {
+		return false
+	}
+	tc.SetDeadline(time.Time{})
+	s.c = tc
+	return true
 }
 
 func (s *fakeSession) reply(code int, text string) {
@@ -260,7 +281,15 @@ func (s *fakeSession) do(cmd ftp.Command) bool {
 	case "FEAT":
 		io.WriteString(s.c, fakeFeat)
 	case "AUTH":
+		s.f.mu.Lock()
+		cfg := s.f.script.TLS
+		s.f.mu.Unlock()
+		if cfg != nil {
+			return s.startTLS(cfg)
+		}
 		s.reply(234, "Proceed with negotiation.") // ftpgate must never let this through
+	case "PBSZ", "PROT":
+		s.reply(200, cmd.Verb+" ok.")
 	case "REST":
 		n, err := strconv.ParseInt(cmd.Arg, 10, 64)
 		if err != nil || n < 0 {

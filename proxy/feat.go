@@ -16,6 +16,10 @@ var unavailableFeatures = []string{"AUTH", "PBSZ", "PROT", "CCC", "LPRT", "LPSV"
 // EPRT itself, whatever the server supports.
 var offeredFeatures = []string{"EPRT", "EPSV"}
 
+// tlsFeatures are offered when ftpgate speaks TLS to clients (RFC 4217
+// section 6): it answers AUTH, PBSZ and PROT itself.
+var tlsFeatures = []string{"AUTH TLS", "PBSZ", "PROT"}
+
 // onFeatReply filters the server's FEAT reply (RFC 2389: "211-Features:",
 // one feature per line, each starting with a space, then "211 End"): the
 // features ftpgate cannot carry are removed, and EPRT and EPSV are offered
@@ -43,7 +47,11 @@ func (ss *session) onFeatReply(reply []byte, code int) []byte {
 		seen[name] = true
 		out = append(out, l...)
 	}
-	for _, f := range offeredFeatures {
+	offered := offeredFeatures
+	if ss.srv.ClientTLSMode != TLSOff {
+		offered = append(offered[:len(offered):len(offered)], tlsFeatures...)
+	}
+	for _, f := range offered {
 		if !seen[f] {
 			out = append(out, ' ')
 			out = append(out, f...)

@@ -2,7 +2,11 @@ package proxy
 
 import (
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestFeat: the TLS features disappear from the server's FEAT list (ftpgate
@@ -34,18 +38,25 @@ func TestFeat(t *testing.T) {
 	h.sessionsEnded()
 }
 
-// TestAuthRefused: AUTH never reaches the server; the client gets 534 and
-// goes on in the clear.
+// TestAuthRefused: on a listener without TLS, AUTH never reaches the
+// server; the client gets 534 saying why and goes on in the clear; the
+// refusal is logged and counted (reason=tls_unavailable).
 func TestAuthRefused(t *testing.T) {
-	h := newHarness(t)
+	m := NewMetrics(prometheus.NewRegistry())
+	h := newHarness(t, func(s *Server) { s.Metrics = m })
 	c := h.dial()
 	c.expect(220)
-	c.cmd("AUTH TLS", 534)
+	if got := c.cmd("AUTH TLS", 534); !strings.Contains(got, "TLS is not configured") {
+		t.Errorf("AUTH refusal %q does not say why", got)
+	}
 	c.cmd("USER anonymous", 331)
 	c.quit()
 	h.sessionsEnded()
 	if slices.Contains(h.verbs(), "AUTH") {
 		t.Errorf("the server received AUTH: %v", h.verbs())
 	}
-	h.waitLog("command refused", "reason=tls")
+	h.waitLog("command refused", "reason=tls_unavailable")
+	if n := testutil.ToFloat64(m.rejections.WithLabelValues("tls_unavailable")); n != 1 {
+		t.Errorf("ftpgate_rejections_total{reason=tls_unavailable} = %v, want 1", n)
+	}
 }

@@ -37,14 +37,26 @@ func (ss *session) forwardLogin() (netip.AddrPort, string, error) {
 			}
 			continue
 		}
+		if r := ss.tlsRequiredRefusal(cmd); r != nil {
+			ss.reject("command refused", "tls_required", "verb", cmd.Verb)
+			ss.replyNow(r.code, r.text)
+			continue
+		}
+		if ss.srv.ClientTLSMode != TLSOff {
+			if handled, err := ss.tlsCommand(cmd); handled {
+				if err != nil {
+					return netip.AddrPort{}, "", err
+				}
+				continue
+			}
+		}
 		switch cmd.Verb {
 		case "USER":
 		case "QUIT":
 			ss.replyNow(221, "Goodbye.")
 			return netip.AddrPort{}, "", errors.New("client quit before logging in")
 		case "AUTH":
-			ss.reject("command refused", "tls", "verb", cmd.Verb)
-			ss.replyNow(534, "AUTH is not available through this gateway.")
+			ss.refuseAuth(cmd)
 			continue
 		case "FEAT":
 			ss.replyNow(211, "No features before login.")

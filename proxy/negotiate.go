@@ -17,8 +17,10 @@ type clientSide struct {
 	passive bool           // PASV/EPSV: ftpgate listens for the client
 	target  netip.AddrPort // PORT/EPRT: where ftpgate connects, bounce-checked
 	// path carries this data connection: chosen per negotiation (in
-	// negotiate), from the listener's data path.
+	// negotiate), from the listener's data path and PROT.
 	path DataPath
+	// protP: the client's data connection is a TLS one.
+	protP bool
 }
 
 func (cs clientSide) extended() bool { return cs.verb == "EPSV" || cs.verb == "EPRT" }
@@ -95,6 +97,10 @@ func (ss *session) negotiateActive(cmd ftp.Command) error {
 func (ss *session) negotiate(cs clientSide) error {
 	cs.path = ss.srv.DataPath
 	ss.mu.Lock()
+	cs.protP = ss.protP
+	if cs.protP || ss.upTLSConfig != nil {
+		cs.path = RelayPath // TLS data is relayed: the kernel cannot decrypt
+	}
 	pending := ss.links + ss.negotiating
 	if ss.plan != nil {
 		pending-- // about to be replaced
@@ -351,7 +357,7 @@ func (ss *session) completeLink(cs clientSide, target netip.AddrPort, se dataEnd
 	}
 	ss.mu.Lock()
 	ss.negotiating--
-	l := ss.startLinkLocked(ce, se, cs.mode())
+	l := ss.startLinkLocked(ce, se, cs)
 	ss.adoptLinkLocked(l)
 	ss.mu.Unlock()
 	ss.log.Debug("data connection negotiated", "link", l.id, "client_end", ce.String(), "server_end", se.String())

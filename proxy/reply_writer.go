@@ -39,6 +39,8 @@ type replyWriter struct {
 	finishing bool      // once the queue is written, close
 	finishBy  time.Time // set with finishing: no write goes on past it
 	err       error
+	writing   bool // a write is in progress (outside mu)
+	switching bool // switchConn holds the connection: run waits
 }
 
 func newReplyWriter(c net.Conn, timeout time.Duration, failed func(error)) *replyWriter {
@@ -58,12 +60,12 @@ func (w *replyWriter) write(b []byte) error {
 	if w.queued+len(b) > maxQueuedReplyBytes {
 		w.err = fmt.Errorf("%w: %d bytes queued", errClientNotReading, w.queued)
 		w.c.Close() // unblocks a write in progress
-		w.wake.Signal()
+		w.wake.Broadcast()
 		return w.err
 	}
 	w.queue = append(w.queue, append([]byte(nil), b...))
 	w.queued += len(b)
-	w.wake.Signal()
+	w.wake.Broadcast()
 	return nil
 }
 
@@ -73,7 +75,7 @@ func (w *replyWriter) closeWrite() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.halfClose = true
-	w.wake.Signal()
+	w.wake.Broadcast()
 }
 
 // finish queues last (if not nil), and closes the connection once the
@@ -91,7 +93,46 @@ func (w *replyWriter) finish(last []byte, d time.Duration) {
 		// Also cuts short a write in progress.
 		w.c.SetWriteDeadline(w.finishBy)
 	}
-	w.wake.Signal()
+	w.wake.Broadcast()
+}
+
+// switchConn replaces the connection (AUTH TLS: the plain connection by a
+// TLS one over it): once every reply queued so far is written, it calls fn
+// with the connection, with no write in progress or starting until fn
+// returns (fn runs the TLS handshake on it), and writes to what fn returns
+// from then on. If fn fails, the writer ends with its error.
+func (w *replyWriter) switchConn(fn func(net.Conn) (net.Conn, error)) error {
+	w.mu.Lock()
+	for (len(w.queue) > 0 || w.writing) && w.err == nil && !w.finishing {
+		w.wake.Wait()
+	}
+	if w.err != nil || w.finishing {
+		w.mu.Unlock()
+		return fmt.Errorf("switching the client connection: %w", net.ErrClosed)
+	}
+	w.switching = true
+	old := w.c
+	w.mu.Unlock()
+	c, err := fn(old)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.switching = false
+	if err != nil {
+		if w.err == nil {
+			w.err = err
+		}
+	} else {
+		w.c = c
+	}
+	w.wake.Broadcast()
+	return err
+}
+
+// conn returns the connection the writer writes to.
+func (w *replyWriter) conn() net.Conn {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.c
 }
 
 // wait blocks until run has returned and the connection is closed.
@@ -100,10 +141,15 @@ func (w *replyWriter) wait() { <-w.done }
 // run is the writer goroutine.
 func (w *replyWriter) run() {
 	defer close(w.done)
-	defer w.c.Close()
+	defer func() {
+		w.mu.Lock()
+		c := w.c
+		w.mu.Unlock()
+		c.Close()
+	}()
 	for {
 		w.mu.Lock()
-		for len(w.queue) == 0 && !w.halfClose && !w.finishing && w.err == nil {
+		for (len(w.queue) == 0 && !w.halfClose && !w.finishing || w.switching) && w.err == nil {
 			w.wake.Wait()
 		}
 		if w.err != nil {
@@ -115,8 +161,9 @@ func (w *replyWriter) run() {
 		if len(w.queue) == 0 {
 			if w.halfClose {
 				w.halfClose = false
+				c := w.c
 				w.mu.Unlock()
-				closeWrite(w.c)
+				closeWrite(c)
 				continue
 			}
 			w.mu.Unlock() // finishing, all written
@@ -131,10 +178,17 @@ func (w *replyWriter) run() {
 		if w.finishing && w.finishBy.Before(deadline) {
 			deadline = w.finishBy
 		}
-		w.c.SetWriteDeadline(deadline)
+		c := w.c
+		c.SetWriteDeadline(deadline)
+		w.writing = true
 		w.mu.Unlock()
 
-		if _, err := w.c.Write(b); err != nil {
+		_, err := c.Write(b)
+		w.mu.Lock()
+		w.writing = false
+		w.wake.Broadcast() // switchConn may wait for the write to end
+		w.mu.Unlock()
+		if err != nil {
 			w.mu.Lock()
 			ended := w.finishing
 			if w.err == nil {

@@ -11,6 +11,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -188,6 +189,38 @@ type Server struct {
 	// 502. A verb listed here must carry no address: ftpgate forwards its
 	// line and its reply as they are.
 	ExtraVerbs []string
+
+	// ClientTLS, with ClientTLSMode explicit or implicit, is the TLS
+	// configuration towards clients (FTPS, RFC 4217): its certificate,
+	// versions and session tickets. Each session clones it.
+	ClientTLS *tls.Config
+
+	// ClientTLSMode is TLSOff (the zero value: AUTH is refused),
+	// TLSExplicit (AUTH TLS on the control connection) or TLSImplicit
+	// (TLS from the first byte).
+	ClientTLSMode TLSMode
+
+	// TLSRequired refuses every command but AUTH, FEAT, QUIT, NOOP, SYST
+	// and HELP before AUTH TLS, and every transfer without PROT P.
+	TLSRequired bool
+
+	// ClientTLSReuse requires a client's TLS data connection to resume its
+	// control connection's TLS session (a stranger cannot).
+	ClientTLSReuse bool
+
+	// UpstreamTLS, with UpstreamTLSMode explicit or implicit, is the TLS
+	// configuration towards the server: its roots, server name and
+	// versions. The server's data connections are TLS too (PROT P), and
+	// resume the control connection's session.
+	UpstreamTLS *tls.Config
+
+	// UpstreamTLSMode is TLSOff (the zero value), TLSExplicit (ftpgate
+	// sends AUTH TLS after the server's greeting) or TLSImplicit.
+	UpstreamTLSMode TLSMode
+
+	// TLSHandshakeTimeout bounds each TLS handshake, with the client or
+	// the server, on the control or a data connection. Zero means 10s.
+	TLSHandshakeTimeout time.Duration
 
 	// ServerCommands is which data commands ftpgate sends the server.
 	// ClassicCommands needs a server on IPv4.

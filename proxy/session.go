@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,11 @@ type session struct {
 	clientDst               netip.AddrPort
 	serverPeer, serverLocal netip.AddrPort
 	lr                      *ftp.LineReader // the client's commands; read by run, then by pumpCommands
+	// tlsConfig is the session's TLS configuration towards its client
+	// (newClientTLSConfig), if the listener speaks TLS to clients;
+	// upTLSConfig towards its server (newUpstreamTLSConfig), if it speaks
+	// TLS to the server.
+	tlsConfig, upTLSConfig *tls.Config
 	// origDst is where a transparent session's client was going.
 	origDst netip.AddrPort
 	// refused is set when the session was refused by policy.
@@ -96,8 +102,12 @@ type session struct {
 	// use the link that reply creates.
 	negotiating int
 	useNext     string // transfer command waiting for the link being negotiated
-	links       int    // dataLinks negotiated and not yet established
-	linkSeq     int
+	// clientTLS: the control connection to the client is in TLS; pbsz,
+	// protP: the client sent PBSZ, and PROT P (its data connections are
+	// TLS ones).
+	clientTLS, pbsz, protP bool
+	links                  int // dataLinks negotiated and not yet established
+	linkSeq                int
 
 	// ports are the open data ports; the teardown closes those that no
 	// dataLink did. Guarded by portsMu, not mu: ports are closed with mu
@@ -167,6 +177,14 @@ func (ss *session) serve(parent context.Context) {
 	ss.mu.Lock()
 	ss.ctx, ss.cancel = ctx, cancel
 	ss.mu.Unlock()
+	if err := ss.startTLS(); err != nil {
+		ss.client.Close()
+		ss.log.Info("session ended", "err", err)
+		ss.srv.Metrics.sessionStarted(ss.srv.Name)
+		ss.srv.Metrics.sessionEnded(ss.srv.Name, err, false)
+		cancel(err)
+		return
+	}
 	ss.out = newReplyWriter(ss.client, ss.srv.idleTimeout(), func(err error) { cancel(err) })
 	go ss.out.run()
 	// SECURITY: a session that does not log in goes, with the upstream
@@ -262,7 +280,37 @@ func (ss *session) run() error {
 	}
 	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
 	ss.log = ss.log.With("server", ss.serverPeer.String())
-	if forwardUser != "" {
+	greeted := false // the server's greeting was read here (TLS to the server)
+	if ss.srv.UpstreamTLSMode != TLSOff && ss.srv.UpstreamTLS != nil {
+		ss.upTLSConfig = ss.srv.newUpstreamTLSConfig()
+		conn, greeting, err := ss.startServerTLS(up)
+		if err != nil {
+			ss.reject("session ended", "server_tls", "err", err)
+			if errors.Is(err, errServerTLS) {
+				ss.replyNow(421, "Service not available, the FTP server refused TLS.")
+			} else {
+				ss.replyNow(421, "Service not available, TLS to the FTP server failed.")
+			}
+			return err
+		}
+		if err := ss.setServerTLS(conn); err != nil {
+			return err
+		}
+		greeted = true
+		if forwardUser == "" {
+			ss.mu.Lock()
+			ss.writeClientLocked(greeting)
+			ss.mu.Unlock()
+		}
+	}
+	switch {
+	case greeted && forwardUser != "":
+		if err := ss.forward(ftp.AppendCommand(nil, "USER", forwardUser), expectation{verb: "USER"}); err != nil {
+			return err
+		}
+	case greeted:
+		// The greeting has gone to the client.
+	case forwardUser != "":
 		// The client had ftpgate's greeting: the server's is swallowed (but
 		// a refusal passes), then the client's USER goes on, without the
 		// destination.
@@ -275,7 +323,7 @@ func (ss *session) run() error {
 		if err := ss.forward(ftp.AppendCommand(nil, "USER", forwardUser), expectation{verb: "USER"}); err != nil {
 			return err
 		}
-	} else {
+	default:
 		ss.replies = append(ss.replies, expectation{verb: "(greeting)"})
 	}
 
@@ -301,6 +349,29 @@ func (ss *session) run() error {
 	return err
 }
 
+// startTLS prepares the session's TLS towards its client, and runs the
+// handshake at once in implicit mode.
+func (ss *session) startTLS() error {
+	if ss.srv.ClientTLSMode == TLSOff || ss.srv.ClientTLS == nil {
+		return nil
+	}
+	cfg, err := ss.srv.newClientTLSConfig()
+	if err != nil {
+		return err
+	}
+	ss.tlsConfig = cfg
+	if ss.srv.ClientTLSMode != TLSImplicit {
+		return nil
+	}
+	tc, err := tlsServerHandshake(ss.ctx, ss.client, cfg, ss.srv.tlsHandshakeTimeout())
+	if err != nil {
+		ss.srv.Metrics.rejection("tls")
+		return fmt.Errorf("implicit TLS: %w", err)
+	}
+	ss.client, ss.clientTLS = tc, true
+	return nil
+}
+
 // setServer makes up the session's connection to the server, unless the
 // session has been cancelled meanwhile: then it closes up.
 func (ss *session) setServer(up net.Conn) error {
@@ -311,6 +382,19 @@ func (ss *session) setServer(up net.Conn) error {
 		return context.Cause(ss.ctx)
 	}
 	ss.server = up
+	return nil
+}
+
+// setServerTLS replaces the connection to the server by conn, a TLS one
+// over it, before the pumps start.
+func (ss *session) setServerTLS(conn net.Conn) error {
+	ss.serverMu.Lock()
+	defer ss.serverMu.Unlock()
+	if err := ss.ctx.Err(); err != nil {
+		conn.Close()
+		return context.Cause(ss.ctx)
+	}
+	ss.server = conn
 	return nil
 }
 
@@ -421,6 +505,16 @@ func (ss *session) handleCommand(line []byte) error {
 		ss.replyLocal(refusal.code, refusal.text)
 		return nil
 	}
+	if r := ss.tlsRequiredRefusal(cmd); r != nil {
+		ss.reject("command refused", "tls_required", "verb", cmd.Verb)
+		ss.replyLocal(r.code, r.text)
+		return nil
+	}
+	if ss.srv.ClientTLSMode != TLSOff {
+		if handled, err := ss.tlsCommand(cmd); handled {
+			return err
+		}
+	}
 	switch cmd.Verb {
 	case "PASV", "EPSV":
 		if cmd.Verb == "EPSV" && strings.EqualFold(cmd.Arg, "ALL") {
@@ -440,22 +534,33 @@ func (ss *session) handleCommand(line []byte) error {
 		ss.replyLocal(502, "Command not implemented, use EPRT or EPSV.")
 		return nil
 	case "AUTH":
-		// An encrypted control channel would hide every address from
-		// ftpgate (docs/security.md): refused until ftpgate
-		// terminates TLS itself. RFC 2228: 534, request denied for policy
-		// reasons; clients that only try TLS go on in the clear.
-		ss.reject("command refused", "tls", "verb", cmd.Verb, "arg", cmd.Arg)
-		ss.replyLocal(534, "AUTH is not available through this gateway.")
+		// TLS is not configured on this listener (or AUTH came again):
+		// passed on, an encrypted control channel would hide every address
+		// from ftpgate (docs/security.md). RFC 2228: 534, request denied
+		// for policy reasons; clients that only try TLS go on in the clear.
+		ss.refuseAuth(cmd)
 		return nil
 	case "FEAT":
 		return ss.forward(canonicalLine(line, cmd), expectation{verb: cmd.Verb, intercept: ss.onFeatReply})
 	case "REIN":
+		if ss.clientTLS {
+			// RFC 4217 section 11: REIN would reset the security state.
+			ss.reject("command refused", "tls", "verb", cmd.Verb)
+			ss.replyLocal(502, "REIN is not available on a TLS session.")
+			return nil
+		}
 		ss.dropPlan(errors.New("REIN"))
 	case "ABOR":
 		// Send it as RFC 959 section 4.1.3 asks, whatever the client did
 		// (Python's ftplib sends "ABOR" alone as urgent data): Telnet IP,
 		// then the Synch, whose DM byte writeCommand sends as urgent data,
 		// so that a server in the middle of a transfer notices it.
+		if ss.upTLSConfig != nil {
+			// On TLS the urgent byte would land outside the record
+			// layer (RFC 4217 section 14): the bare command, in the
+			// TLS stream.
+			return ss.forward([]byte("ABOR\r\n"), expectation{verb: cmd.Verb})
+		}
 		return ss.forward(telnetAbort, expectation{verb: cmd.Verb})
 	}
 	exp := expectation{verb: cmd.Verb}

@@ -11,16 +11,25 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -40,8 +49,14 @@ var (
 
 // checkConfig runs "ftpgate check --config path", as the systemd unit's
 // ExecStartPre does, and returns the loaded configuration.
+//
+// The examples name their certificates under /etc/ftpgate/tls/, where a
+// deployment puts them and check loads them: they are checked with a test
+// certificate written there in their place (a copy of the file, under
+// the test's temporary directory).
 func checkConfig(t *testing.T, path string) *config.Config {
 	t.Helper()
+	path = withTestCertificates(t, path)
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"check", "--config", path}, &stdout, &stderr); code != 0 {
 		t.Fatalf("ftpgate check --config %s: exit %d\n%s%s", path, code, stdout.String(), stderr.String())
@@ -549,4 +564,65 @@ func TestDeployREADMEs(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// deployTLSDir is where the examples' certificates live in a deployment.
+const deployTLSDir = "/etc/ftpgate/tls/"
+
+// withTestCertificates returns path itself if its configuration names no
+// file under deployTLSDir; otherwise a copy of it whose such files are
+// test files: every name ending in .key (or key.pem) a private key,
+// every other one the certificate that key signs.
+func withTestCertificates(t *testing.T, path string) string {
+	t.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(text, []byte(deployTLSDir)) {
+		return path
+	}
+	dir := t.TempDir()
+	certPEM, keyPEM := testCertificate(t)
+	for _, m := range regexp.MustCompile(regexp.QuoteMeta(deployTLSDir)+`[\w.-]+`).FindAll(text, -1) {
+		name := filepath.Base(string(m))
+		body := certPEM
+		if strings.HasSuffix(name, ".key") || strings.HasSuffix(name, "key.pem") {
+			body = keyPEM
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copied := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(copied, bytes.ReplaceAll(text, []byte(deployTLSDir), []byte(dir+"/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copied
+}
+
+// testCertificate is a self-signed certificate and its key, in PEM.
+func testCertificate(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "ftp.example.com"},
+		DNSNames:     []string{"ftp.example.com"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }

@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -185,6 +187,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: proxy.NewMetrics(reg),
 		limiter: newLimiter(cfg.Limits),
 		ports:   nat.NewPortAllocator(),
+		certs:   newCertificates(log),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP) by result: ok; failed, some listener did not start and runs on as it was; refused, the file failed the checks.",
@@ -234,6 +237,8 @@ type supervisor struct {
 	// reloads counts SIGHUPs by result: ok, failed (some listener did not
 	// start; it runs on as it was), refused (the file failed the checks).
 	reloads *prometheus.CounterVec
+	// certs are the TLS certificates of the listeners, re-read on SIGHUP.
+	certs *certificates
 	// ports is shared by every listener's data port pools, of every
 	// configuration generation: a port of an address is held by one
 	// pinhole at a time.
@@ -262,6 +267,10 @@ func (sup *supervisor) start(lc config.Listener, limits config.Limits) error {
 // bound or running (sock is left as it was).
 func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits config.Limits) error {
 	srv, err := newServer(lc, limits, sup.limiter, sup.ports, sup.log)
+	if err != nil {
+		return err
+	}
+	err = sup.configureTLS(srv, lc)
 	if err != nil {
 		return err
 	}
@@ -313,6 +322,50 @@ func newLimiter(lim config.Limits) *proxy.SessionLimiter {
 	return l
 }
 
+// configureTLS sets srv's TLS towards clients from lc.
+func (sup *supervisor) configureTLS(srv *proxy.Server, lc config.Listener) error {
+	if u := lc.UpstreamTLS; u.Mode != config.TLSOff {
+		cfg := &tls.Config{ServerName: u.ServerName, MinVersion: tlsVersion(u.MinVersion)}
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(lc.Upstream)
+			if err != nil {
+				return fmt.Errorf("listener %s: upstream: %w", lc.Name, err)
+			}
+			cfg.ServerName = host
+		}
+		if u.CA != "" {
+			pem, err := os.ReadFile(u.CA)
+			if err != nil {
+				return fmt.Errorf("listener %s: upstream_tls.ca: %w", lc.Name, err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("listener %s: upstream_tls.ca: %s holds no PEM certificate", lc.Name, u.CA)
+			}
+		}
+		srv.UpstreamTLS = cfg
+		srv.UpstreamTLSMode = proxy.TLSExplicit
+		if u.Mode == config.TLSImplicit {
+			srv.UpstreamTLSMode = proxy.TLSImplicit
+		}
+	}
+	if lc.TLS.Mode == config.TLSOff {
+		return nil
+	}
+	getCert, err := sup.certs.get(lc.TLS.Cert, lc.TLS.Key)
+	if err != nil {
+		return fmt.Errorf("listener %s: tls: %w", lc.Name, err)
+	}
+	srv.ClientTLS = &tls.Config{GetCertificate: getCert, MinVersion: tlsVersion(lc.TLS.MinVersion)}
+	srv.ClientTLSMode = proxy.TLSExplicit
+	if lc.TLS.Mode == config.TLSImplicit {
+		srv.ClientTLSMode = proxy.TLSImplicit
+	}
+	srv.TLSRequired = lc.TLS.Required
+	srv.ClientTLSReuse = lc.TLS.SessionReuse == config.ReuseRequired
+	return nil
+}
+
 // closeSockets closes the sockets of the running listeners, once their
 // Servers have returned.
 func (sup *supervisor) closeSockets() {
@@ -341,6 +394,7 @@ func (sup *supervisor) reload(path string) {
 	}
 	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	sup.limiter.SetIPv6Prefix(cfg.Limits.ClientIPv6Prefix)
+	sup.certs.reload()
 	wanted := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		wanted[lc.Name] = true

@@ -78,6 +78,11 @@ func ClientByName(name string) Client {
 const clientIP = "{client}"
 
 func curl(opts ...string) func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
+	return curlURL("ftp", opts...)
+}
+
+// curlURL is curl with URLs of scheme (ftp, or ftps for implicit TLS).
+func curlURL(scheme string, opts ...string) func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 	return func(h *HomeRouter, host string, port int, op Op, remote, local string) []string {
 		args := []string{"curl", "-sS", "-v", "--max-time", "60", "--connect-timeout", "10", "-u", "anonymous:ftpgate@"}
 		for _, o := range opts {
@@ -89,7 +94,7 @@ func curl(opts ...string) func(h *HomeRouter, host string, port int, op Op, remo
 			}
 			args = append(args, o)
 		}
-		url := fmt.Sprintf("ftp://%s/%s", net.JoinHostPort(host, strconv.Itoa(port)), remote)
+		url := fmt.Sprintf("%s://%s/%s", scheme, net.JoinHostPort(host, strconv.Itoa(port)), remote)
 		switch op {
 		case OpRetr:
 			args = append(args, "-o", local, url)

@@ -24,6 +24,10 @@ refused with 534, STOR then REST+STOR (a resumed upload), APPE, STOU, NLST,
 SIZE, MDTM, STAT, and ABOR in the middle of a RETR of REMOTE (a large file):
 426 then 226, in order, and the session goes on.
 
+With --tls CAFILE, the session is FTPS (AUTH TLS, then PROT P), trusting
+the certificates that CAFILE signed; ftplib does not resume the control
+connection's TLS session on its data connections.
+
 OP "raw" logs in as anonymous, then sends each line of the file REMOTE as
 one command (Python escapes such as \\t are decoded, and the bytes sent as
 Latin-1, CRLF added) and prints each reply's last line as "REPLY <line>"
@@ -38,6 +42,7 @@ LIST of pub/ in the given MODE, and QUIT; it prints "SESSIONS <n>" at the end.
 import ftplib
 import os
 import socket
+import ssl
 import sys
 
 
@@ -52,10 +57,18 @@ def main():
         return protocol(host, int(port), mode, remote)
     if op == "sessions":
         return sessions(host, int(port), mode, int(remote), strict)
-    ftp = ftplib.FTP(timeout=30)
+    tls = None
+    if "--tls" in sys.argv[7:]:
+        tls = sys.argv[sys.argv.index("--tls") + 1]
+    if tls:
+        ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=tls), timeout=30)
+    else:
+        ftp = ftplib.FTP(timeout=30)
     ftp.set_debuglevel(1)
     ftp.connect(host, int(port))
-    ftp.login()
+    ftp.login()  # FTP_TLS: AUTH TLS first
+    if tls:
+        ftp.prot_p()
     ftp.set_pasv(mode == "passive")
     ftp.trust_server_pasv_ipv4_address = strict
     if op == "list":

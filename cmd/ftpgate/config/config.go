@@ -243,8 +243,71 @@ type Listener struct {
 	// ftpgate forwards such a command and its reply as they are: list no
 	// verb whose command or reply carries an address.
 	ExtraVerbs []string `yaml:"extra_verbs"`
+	// TLS configures TLS towards the listener's clients (FTPS).
+	TLS TLS `yaml:"tls"`
+	// UpstreamTLS configures TLS towards the listener's server.
+	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
 	// Data configures the data connections of this listener's sessions.
 	Data Data `yaml:"data"`
+}
+
+// TLS modes (TLS.Mode, UpstreamTLS.Mode).
+const (
+	// TLSOff speaks plain FTP.
+	TLSOff = "off"
+	// TLSExplicit upgrades the control connection with AUTH TLS (RFC
+	// 4217) on the control port.
+	TLSExplicit = "explicit"
+	// TLSImplicit speaks TLS from the first byte (usually port 990).
+	TLSImplicit = "implicit"
+)
+
+// Values of TLS.SessionReuse.
+const (
+	// ReuseRequired: a TLS data connection must resume its control
+	// connection's TLS session.
+	ReuseRequired = "required"
+	// ReuseOptional: it may, or may not (Python's ftplib does not).
+	ReuseOptional = "optional"
+)
+
+// TLS configures TLS towards a listener's clients.
+type TLS struct {
+	// Mode is "off" (default), "explicit" or "implicit".
+	Mode string `yaml:"mode"`
+	// Cert and Key are the PEM files of the certificate chain and its
+	// private key; required with a mode other than off. Re-read on SIGHUP.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Required refuses USER before AUTH TLS and any transfer without PROT
+	// P (explicit mode; implicit mode is TLS from the start).
+	Required bool `yaml:"required"`
+	// SessionReuse is "required" (default) or "optional": whether a
+	// client's TLS data connection must resume its control connection's
+	// TLS session.
+	SessionReuse string `yaml:"session_reuse"`
+	// MinVersion is the lowest TLS version: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+// UpstreamTLS configures TLS towards a listener's server.
+type UpstreamTLS struct {
+	// Mode is "off" (default), "explicit" or "implicit".
+	Mode string `yaml:"mode"`
+	// CA is a PEM file of the certificates that may sign the server's;
+	// default: the system's roots. The server's certificate is always
+	// verified.
+	CA string `yaml:"ca"`
+	// ServerName is the name the server's certificate must hold; default:
+	// the upstream's host.
+	ServerName string `yaml:"server_name"`
+	// MinVersion is the lowest TLS version: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+	// PlainClients allows tls off with upstream_tls on (legacy plain
+	// clients reaching an FTPS-only server): their passwords cross the
+	// client side in clear, so the operator must say that the client side
+	// is trusted.
+	PlainClients bool `yaml:"plain_clients"`
 }
 
 // Data configures how a listener's data connections are set up.
@@ -414,6 +477,11 @@ func (l *Listener) applyDefaults() {
 	setDefault(&l.Data.SourceCheck, "strict")
 	setDefault(&l.Data.ClientPorts, DefaultClientPorts)
 	setDefault(&l.Data.ServerPorts, DefaultServerPorts)
+	setDefault(&l.TLS.Mode, TLSOff)
+	setDefault(&l.TLS.SessionReuse, ReuseRequired)
+	setDefault(&l.TLS.MinVersion, "1.2")
+	setDefault(&l.UpstreamTLS.Mode, TLSOff)
+	setDefault(&l.UpstreamTLS.MinVersion, "1.2")
 }
 
 func setDefault(s *string, def string) {

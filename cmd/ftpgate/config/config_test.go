@@ -18,10 +18,12 @@ func TestLoadGood(t *testing.T) {
 	want := &Config{
 		Listeners: []Listener{
 			{
-				Name:     "public",
-				Listen:   "198.19.0.1:21",
-				Mode:     "reverse",
-				Upstream: "198.18.1.2:21",
+				Name:        "public",
+				Listen:      "198.19.0.1:21",
+				Mode:        "reverse",
+				Upstream:    "198.18.1.2:21",
+				TLS:         defaultTLS,
+				UpstreamTLS: defaultUpstreamTLS,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "same",
@@ -34,10 +36,12 @@ func TestLoadGood(t *testing.T) {
 				},
 			},
 			{
-				Name:     "passive_only",
-				Listen:   "198.19.0.1:2121",
-				Mode:     "reverse",
-				Upstream: "ftp.example.net:21",
+				Name:        "passive_only",
+				Listen:      "198.19.0.1:2121",
+				Mode:        "reverse",
+				Upstream:    "ftp.example.net:21",
+				TLS:         defaultTLS,
+				UpstreamTLS: defaultUpstreamTLS,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "passive",
@@ -48,10 +52,12 @@ func TestLoadGood(t *testing.T) {
 				},
 			},
 			{
-				Name:     "active-v6",
-				Listen:   "[2001:db8::1]:21",
-				Mode:     "reverse",
-				Upstream: "[2001:db8:1::2]:21",
+				Name:        "active-v6",
+				Listen:      "[2001:db8::1]:21",
+				Mode:        "reverse",
+				Upstream:    "[2001:db8:1::2]:21",
+				TLS:         defaultTLS,
+				UpstreamTLS: defaultUpstreamTLS,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "active",
@@ -68,6 +74,8 @@ func TestLoadGood(t *testing.T) {
 				Mode:              "transparent",
 				AllowDestinations: []string{"198.19.0.0/24", "2001:db8:2::/48"},
 				Intercept:         "redirect",
+				TLS:               defaultTLS,
+				UpstreamTLS:       defaultUpstreamTLS,
 				Data: Data{
 					Path:           "kernel",
 					ServerMode:     "same",
@@ -118,6 +126,12 @@ func TestDefault(t *testing.T) {
 	}
 }
 
+// The defaults of a listener's tls and upstream_tls sections.
+var (
+	defaultTLS         = TLS{Mode: "off", SessionReuse: "required", MinVersion: "1.2"}
+	defaultUpstreamTLS = UpstreamTLS{Mode: "off", MinVersion: "1.2"}
+)
+
 // TestParseDefaults checks that a minimal file gets every default, including
 // the limits and log sections it leaves out or leaves empty.
 func TestParseDefaults(t *testing.T) {
@@ -145,6 +159,8 @@ func TestParseDefaults(t *testing.T) {
 					ClientPorts:    "40000-40999",
 					ServerPorts:    "50000-50999",
 				},
+				TLS:         defaultTLS,
+				UpstreamTLS: defaultUpstreamTLS,
 			}}
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("Parse:\n got %+v\nwant %+v", *got, want)
@@ -324,6 +340,11 @@ func TestValidateRequiresDefaults(t *testing.T) {
 	c.Listeners = []Listener{{Name: "a", Listen: "198.19.0.1:21", Upstream: "198.18.1.2:21"}}
 	err := c.Validate()
 	want := `listeners[0] (a): mode: required
+listeners[0] (a): tls.mode: required
+listeners[0] (a): tls.session_reuse: required
+listeners[0] (a): tls.min_version: required
+listeners[0] (a): upstream_tls.mode: required
+listeners[0] (a): upstream_tls.min_version: required
 listeners[0] (a): data.path: required
 listeners[0] (a): data.server_mode: required
 listeners[0] (a): data.server_commands: required

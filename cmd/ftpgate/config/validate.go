@@ -1,10 +1,13 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -143,6 +146,8 @@ func (l *Listener) validate() []error {
 	default:
 		add("mode", fmt.Errorf("unknown value %q; use %q, %q or %q", l.Mode, ModeReverse, ModeTransparent, ModeForward))
 	}
+
+	errs = append(errs, l.validateTLS()...)
 
 	for i, p := range l.AllowPorts {
 		if _, err := nat.ParsePortRange(p); err != nil {
@@ -601,4 +606,70 @@ func serverFamilies(l Listener) (v4, v6 bool) {
 		}
 	}
 	return true, true
+}
+
+// validateTLS checks the tls and upstream_tls sections; the files are
+// loaded (a pair that does not match, or an unreadable CA, is an error
+// here, not at the first session).
+func (l *Listener) validateTLS() []error {
+	var errs []error
+	add := func(field string, err error) { errs = append(errs, fmt.Errorf("%s: %w", field, err)) }
+	modes := func(field, mode string) bool {
+		switch mode {
+		case TLSOff, TLSExplicit, TLSImplicit:
+			return true
+		case "":
+			add(field, errors.New("required"))
+			return false
+		}
+		add(field, fmt.Errorf("unknown value %q; use %q, %q or %q", mode, TLSOff, TLSExplicit, TLSImplicit))
+		return false
+	}
+	version := func(field, v string) {
+		if v == "" {
+			add(field, errors.New("required"))
+		} else if v != "1.2" && v != "1.3" {
+			add(field, fmt.Errorf("unknown value %q; use \"1.2\" or \"1.3\"", v))
+		}
+	}
+	t, u := l.TLS, l.UpstreamTLS
+	if modes("tls.mode", t.Mode) && t.Mode != TLSOff {
+		switch {
+		case t.Cert == "" || t.Key == "":
+			add("tls", errors.New("cert and key are required with a mode other than off"))
+		default:
+			if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+				add("tls", fmt.Errorf("loading cert %s and key %s: %w", t.Cert, t.Key, err))
+			}
+		}
+		if l.Mode == ModeTransparent {
+			add("tls.mode", errors.New("not in transparent mode: the clients expect their servers' certificates"))
+		}
+	}
+	if t.SessionReuse == "" {
+		add("tls.session_reuse", errors.New("required"))
+	} else if t.SessionReuse != ReuseRequired && t.SessionReuse != ReuseOptional {
+		add("tls.session_reuse", fmt.Errorf("unknown value %q; use %q or %q", t.SessionReuse, ReuseRequired, ReuseOptional))
+	}
+	if t.Required && t.Mode == TLSOff {
+		add("tls.required", errors.New("needs tls.mode explicit or implicit"))
+	}
+	version("tls.min_version", t.MinVersion)
+	if modes("upstream_tls.mode", u.Mode) && u.Mode != TLSOff {
+		if u.CA != "" {
+			if pem, err := os.ReadFile(u.CA); err != nil {
+				add("upstream_tls.ca", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+				add("upstream_tls.ca", fmt.Errorf("%s holds no PEM certificate", u.CA))
+			}
+		}
+		if l.Mode != ModeReverse {
+			add("upstream_tls.mode", errors.New("only in reverse mode, where the server is known"))
+		}
+		if t.Mode == TLSOff && !u.PlainClients {
+			add("upstream_tls", errors.New("with tls.mode off, the clients' passwords cross the client side in clear: set plain_clients: true if that side is trusted"))
+		}
+	}
+	version("upstream_tls.min_version", u.MinVersion)
+	return errs
 }
