@@ -21,8 +21,14 @@ const (
 	portFTPSOffload6 = 2147 // "offload", on IPv6
 	portFTPSWrong    = 2148 // TLS to the TLS vsftpd, expecting another name
 	portFTPSExpired  = 2149 // TLS to the vsftpd with an expired certificate
+	portFTPSNoReuse  = 2150 // "both", to a vsftpd with require_ssl_reuse=NO
+	portFTPSPure     = 2151 // "both", to pure-ftpd -Y 3
+	portFTPSProFTPD  = 2152 // "both", to proftpd with TLSRequired on
 	portTLSServer    = 2300 // the TLS vsftpd, in the server namespace
 	portTLSExpired   = 2301 // a TLS vsftpd whose certificate has expired
+	portTLSNoReuse   = 2302 // a TLS vsftpd with require_ssl_reuse=NO
+	portTLSPure      = 2310 // pure-ftpd, TLS required (-Y 3)
+	portTLSProFTPD   = 2320 // proftpd, TLSRequired on, session reuse required
 )
 
 // ftpsConfig is ftpgate's configuration for TestFTPS.
@@ -66,13 +72,17 @@ func ftpsConfig(f *netlab.TLSFiles) string {
 		listener("offload6", portFTPSOffload6, 47, plainServer6, clientTLS("explicit", "optional"), "") +
 		listener("wrong-name", portFTPSWrong, 48, tlsServer, clientTLS("explicit", "optional"), wrongName) +
 		listener("expired", portFTPSExpired, 49, expiredServer, clientTLS("explicit", "optional"), upstreamTLS) +
+		listener("vsftpd-noreuse", portFTPSNoReuse, 50, fmt.Sprintf("%s:%d", netlab.ServerAddr, portTLSNoReuse), clientTLS("explicit", "required"), upstreamTLS) +
+		listener("pure-ftpd", portFTPSPure, 51, fmt.Sprintf("%s:%d", netlab.ServerAddr, portTLSPure), clientTLS("explicit", "required"), upstreamTLS) +
+		listener("proftpd", portFTPSProFTPD, 52, fmt.Sprintf("%s:%d", netlab.ServerAddr, portTLSProFTPD), clientTLS("explicit", "required"), upstreamTLS) +
 		`limits: {idle_timeout: 2m, data_timeout: 5s}
 log: {level: debug, format: text}
 firewall: ` + withPinholes + "\n"
 }
 
 // TestFTPS runs real FTPS clients through ftpgate, in its three
-// combinations, against vsftpd, each file's SHA-256 checked:
+// combinations, against vsftpd (and, terminating both sides, pure-ftpd and
+// proftpd), each server requiring TLS, each file's SHA-256 checked:
 //
 //   - terminate both sides: TLS to the client and to a vsftpd that
 //     requires TLS and session reuse (require_ssl_reuse=YES): ftpgate
@@ -99,28 +109,30 @@ func TestFTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := net4.StartVsftpdTLS(portTLSServer, files, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
+	for _, srv := range []struct {
+		kind      netlab.ServerKind
+		port      int
+		cert, key string
+		reuse     bool
+	}{
+		{netlab.Vsftpd, portTLSServer, files.ServerCert, files.ServerKey, true},
+		{netlab.Vsftpd, portTLSExpired, files.ExpiredCert, files.ExpiredKey, true},
+		{netlab.Vsftpd, portTLSNoReuse, files.ServerCert, files.ServerKey, false},
+		{netlab.PureFTPd, portTLSPure, files.ServerCert, files.ServerKey, false},
+		{netlab.ProFTPD, portTLSProFTPD, files.ServerCert, files.ServerKey, true},
+	} {
+		s, err := net4.StartTLSServer(srv.kind, srv.port, srv.cert, srv.key, srv.reuse)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	expiredFiles := *files
-	expiredFiles.ServerCert, expiredFiles.ServerKey = files.ExpiredCert, files.ExpiredKey
-	expired, err := net4.StartVsftpdTLS(portTLSExpired, &expiredFiles, true)
-	if err != nil {
-		t.Fatal(err)
+		t.Cleanup(func() {
+			if err := s.Stop(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	t.Cleanup(func() {
-		if err := expired.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
 	listeners := []int{portFTPSBoth, portFTPSBothOpt, portFTPSOffload, portFTPSUpgrade, portFTPSImplicit,
-		portFTPSWrong, portFTPSExpired} // on IPv4; bound in the same start as the IPv6 ones
+		portFTPSWrong, portFTPSExpired, portFTPSNoReuse, portFTPSPure, portFTPSProFTPD} // on IPv4; bound in the same start as the IPv6 ones
 	openGatewayPorts(t, append(listeners, portFTPSBoth6, portFTPSOffload6)...)
 	gw := startFtpgate(t, ftpsConfig(files), listeners...)
 	ops := []netlab.Op{netlab.OpList, netlab.OpRetr, netlab.OpStor}
@@ -159,6 +171,21 @@ func TestFTPS(t *testing.T) {
 			run(t, c, portFTPSOffload, false)
 		}
 	})
+	// Terminating both sides with the other servers, TLS required:
+	// vsftpd without session reuse, pure-ftpd, and proftpd (which
+	// requires reuse, like vsftpd by default).
+	for _, srv := range []struct {
+		name string
+		port int
+	}{{"vsftpd-noreuse", portFTPSNoReuse}, {"pure-ftpd", portFTPSPure}, {"proftpd", portFTPSProFTPD}} {
+		t.Run("both/"+srv.name, func(t *testing.T) {
+			for _, c := range tlsClients {
+				if !strings.HasPrefix(c.Name, "ftplib") {
+					run(t, c, srv.port, false)
+				}
+			}
+		})
+	}
 	t.Run("upgrade", func(t *testing.T) {
 		for _, name := range []string{"curl EPSV", "curl PORT", "ftplib passive"} {
 			run(t, netlab.ClientByName(name), portFTPSUpgrade, false)

@@ -13,13 +13,14 @@ cd "$(dirname "$0")/.."
 packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
-# ftp-server), so they are not installed: each is fetched with
+# ftp-server), so they are not installed (nor proftpd-mod-crypto, its
+# mod_tls, which depends on proftpd-core): each is fetched with
 # `apt-get download` and unpacked with `dpkg -x` (which runs no package
 # script) into $servers_cache/<package>_<version>/, and
 # $servers_cache/<package> points at the unpacked tree of the current
 # version. Only their shared-library dependencies are installed as packages.
 # The tests find them there (netlab.ServersCache, FTPGATE_TEST_SERVERS).
-servers=(pure-ftpd proftpd-core)
+servers=(pure-ftpd proftpd-core proftpd-mod-crypto)
 servers_cache="${FTPGATE_TEST_SERVERS:-/var/cache/ftpgate-test-servers}"
 
 export DEBIAN_FRONTEND=noninteractive

@@ -113,6 +113,18 @@ func (s *Server) Stop() error {
 // server at Close; Stop ends it sooner. The network's own vsftpd already
 // runs at port 21: StartServer(Vsftpd, 21) returns it.
 func (h *Network) StartServer(kind ServerKind, port int) (*Server, error) {
+	return h.startServer(kind, port, nil)
+}
+
+// serverTLS is how a server started by StartTLSServer speaks TLS.
+type serverTLS struct {
+	cert, key string
+	// reuse: a data connection must resume its control connection's TLS
+	// session (vsftpd and proftpd; pure-ftpd has no such setting).
+	reuse bool
+}
+
+func (h *Network) startServer(kind ServerKind, port int, tls *serverTLS) (*Server, error) {
 	spec, ok := serverSpecs[kind]
 	if !ok {
 		return nil, fmt.Errorf("netlab: unknown FTP server %q", kind)
@@ -143,11 +155,11 @@ func (h *Network) StartServer(kind ServerKind, port int) (*Server, error) {
 	var err error
 	switch kind {
 	case Vsftpd:
-		err = h.startVsftpdAt(s)
+		err = h.startVsftpdAt(s, tls)
 	case PureFTPd:
-		err = h.startPureFTPd(s, binary)
+		err = h.startPureFTPd(s, binary, tls)
 	case ProFTPD:
-		err = h.startProFTPD(s, binary)
+		err = h.startProFTPD(s, binary, tls)
 	}
 	if err != nil {
 		return nil, err
@@ -187,8 +199,21 @@ func (h *Network) waitServer(s *Server, ips []string) error {
 // startVsftpdAt returns the network's own vsftpd at port 21, or runs
 // another pair of vsftpd processes with the network's configuration at
 // another port.
-func (h *Network) startVsftpdAt(s *Server) error {
-	if s.Port == 21 && h.vsftpd != nil {
+func (h *Network) startVsftpdAt(s *Server, tls *serverTLS) error {
+	extra, tag := "", fmt.Sprintf("-%d", s.Port)
+	if tls != nil {
+		yes := map[bool]string{true: "YES", false: "NO"}
+		extra = fmt.Sprintf(`ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+require_ssl_reuse=%s
+ssl_ciphers=HIGH
+rsa_cert_file=%s
+rsa_private_key_file=%s
+`, yes[tls.reuse], tls.cert, tls.key)
+		tag = fmt.Sprintf("-tls-%d", s.Port)
+	} else if s.Port == 21 && h.vsftpd != nil {
 		s.shared = true
 		s.Procs = []*Proc{h.vsftpd}
 		if h.vsftpd6 != nil {
@@ -205,11 +230,10 @@ func (h *Network) startVsftpdAt(s *Server) error {
 		if err != nil {
 			return fmt.Errorf("netlab: the network's vsftpd configuration: %w", err)
 		}
-		tag := fmt.Sprintf("-%d", s.Port)
 		conf := strings.NewReplacer(
 			"listen_port=21\n", fmt.Sprintf("listen_port=%d\n", s.Port),
 			".log\n", tag+".log\n",
-		).Replace(string(text))
+		).Replace(string(text)) + extra
 		path := filepath.Join(h.Dir, strings.TrimSuffix(name, ".conf")+tag+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return err
@@ -230,7 +254,7 @@ func (h *Network) startVsftpdAt(s *Server) error {
 // own (unshare, private propagation: nothing reaches the machine's mount
 // table) where FTPRoot is bind-mounted over that home directory. The
 // mount goes away with the process.
-func (h *Network) startPureFTPd(s *Server, binary string) error {
+func (h *Network) startPureFTPd(s *Server, binary string, tls *serverTLS) error {
 	ftp, err := user.Lookup("ftp")
 	if err != nil {
 		return fmt.Errorf("netlab: pure-ftpd serves the home of the user ftp (made by the vsftpd package): %w", err)
@@ -242,6 +266,9 @@ func (h *Network) startPureFTPd(s *Server, binary string) error {
 		tag := "4"
 		if strings.Contains(ip, ":") {
 			tag = "6"
+		}
+		if tls != nil {
+			tag += fmt.Sprintf("-tls-%d", s.Port)
 		}
 		xfer := filepath.Join(h.Dir, "pure-ftpd"+tag+"-transfers.log")
 		args := []string{
@@ -258,6 +285,10 @@ func (h *Network) startPureFTPd(s *Server, binary string) error {
 			"--maxidletime", "5", // -I, minutes
 			"--passiveportrange", fmt.Sprintf("%d:%d", s.PassiveFirst, s.PassiveLast), // -p
 			"--bind", ip + "," + strconv.Itoa(s.Port), // -S
+		}
+		if tls != nil {
+			// -Y 3: TLS required on the control and the data connections.
+			args = append(args, "--tls", "3", "--certfile", tls.cert+","+tls.key)
 		}
 		p, err := h.Server.Start("unshare", args...)
 		if err != nil {
@@ -325,15 +356,42 @@ TransferLog %[5]s/proftpd-transfers.log
 </Anonymous>
 `
 
+// proftpdTLSConf loads mod_tls from %[1]s and requires TLS on the control
+// and data connections (TLSRequired on) with the certificate %[2]s and
+// key %[3]s, logging to %[4]s/tls.log. %[5]s: empty keeps ProFTPD's
+// default, a data connection must resume its control connection's TLS
+// session; "TLSOptions NoSessionReuseRequired" lifts it.
+const proftpdTLSConf = `ModulePath %[1]s
+LoadModule mod_tls.c
+TLSEngine on
+TLSRequired on
+TLSProtocol TLSv1.2 TLSv1.3
+TLSECCertificateFile %[2]s
+TLSECCertificateKeyFile %[3]s
+TLSVerifyClient off
+TLSLog %[4]s/tls.log
+%[5]s
+`
+
 // startProFTPD runs one proftpd, in the foreground (-n), on both address
 // families.
-func (h *Network) startProFTPD(s *Server, binary string) error {
+func (h *Network) startProFTPD(s *Server, binary string, tls *serverTLS) error {
 	dir := filepath.Join(h.Dir, "proftpd")
+	if tls != nil {
+		dir += fmt.Sprintf("-tls-%d", s.Port)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	conf := filepath.Join(dir, "proftpd.conf")
 	text := fmt.Sprintf(proftpdConf, strings.Join(h.serverIPs(), " "), s.Port, s.PassiveFirst, s.PassiveLast, dir, h.FTPRoot)
+	if tls != nil {
+		modules := filepath.Join(ServersCache(), "proftpd-mod-crypto", "usr", "lib", "proftpd")
+		if _, err := os.Stat(filepath.Join(modules, "mod_tls.so")); err != nil {
+			return fmt.Errorf("netlab: proftpd's mod_tls (proftpd-mod-crypto) is not unpacked (run e2e/install-deps.sh as root): %w", err)
+		}
+		text = fmt.Sprintf(proftpdTLSConf, modules, tls.cert, tls.key, dir, map[bool]string{true: "", false: "TLSOptions NoSessionReuseRequired"}[tls.reuse]) + text
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}

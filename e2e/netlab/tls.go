@@ -7,12 +7,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -109,49 +107,19 @@ func writePEM(path, kind string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
-// StartVsftpdTLS runs a vsftpd that requires TLS (explicit, AUTH TLS) for
-// the anonymous user's login and data, at port, from the network's own
-// configuration, with the server certificate of f. reuse sets
-// require_ssl_reuse (vsftpd's default: YES): a data connection must resume
-// the control connection's TLS session.
-func (h *Network) StartVsftpdTLS(port int, f *TLSFiles, reuse bool) (*Server, error) {
-	yes := map[bool]string{true: "YES", false: "NO"}
-	extra := fmt.Sprintf(`ssl_enable=YES
-allow_anon_ssl=YES
-force_anon_logins_ssl=YES
-force_anon_data_ssl=YES
-require_ssl_reuse=%s
-ssl_ciphers=HIGH
-rsa_cert_file=%s
-rsa_private_key_file=%s
-`, yes[reuse], f.ServerCert, f.ServerKey)
-	s := &Server{Kind: Vsftpd, Port: port, PassiveFirst: serverSpecs[Vsftpd].passiveFirst, PassiveLast: serverSpecs[Vsftpd].passiveLast}
-	s.Version = "vsftpd (TLS required)"
-	for i, name := range []string{"vsftpd.conf", "vsftpd6.conf"} {
-		if i == 1 && h.ServerIP6 == "" {
-			break
-		}
-		text, err := os.ReadFile(filepath.Join(h.Dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("netlab: the network's vsftpd configuration: %w", err)
-		}
-		tag := fmt.Sprintf("-tls-%d", port)
-		conf := strings.NewReplacer(
-			"listen_port=21\n", fmt.Sprintf("listen_port=%d\n", port),
-			".log\n", tag+".log\n",
-		).Replace(string(text)) + extra
-		path := filepath.Join(h.Dir, strings.TrimSuffix(name, ".conf")+tag+".conf")
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			return nil, err
-		}
-		p, err := h.Server.Start("vsftpd", path)
-		if err != nil {
-			return nil, err
-		}
-		s.Procs = append(s.Procs, p)
-		s.Logs = append(s.Logs, filepath.Join(h.Dir, strings.TrimSuffix(name, ".conf")+tag+".log"))
+// StartTLSServer runs an FTP server of kind as StartServer does, but
+// requiring explicit TLS (AUTH TLS) for the anonymous user's login and
+// data connections, with the certificate cert and key (PEM files). With
+// reuse, vsftpd (require_ssl_reuse, its default) and proftpd (its
+// default) refuse a data connection that does not resume the control
+// connection's TLS session; pure-ftpd (-Y 3) has no such setting.
+func (h *Network) StartTLSServer(kind ServerKind, port int, cert, key string, reuse bool) (*Server, error) {
+	s, err := h.startServer(kind, port, &serverTLS{cert: cert, key: key, reuse: reuse})
+	if err != nil {
+		return nil, err
 	}
-	return s, h.waitServer(s, h.serverIPs())
+	s.Version += " (TLS required)"
+	return s, nil
 }
 
 // FTPSClients are the client matrix's programs speaking FTPS (explicit
