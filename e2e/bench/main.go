@@ -56,17 +56,36 @@ const (
 )
 
 // configTemplate is ftpgate's configuration; %[1]s is the data path, %[2]s
-// the firewall backend.
+// the firewall backend, %[3]s the upstream, %[4]s the listener's TLS
+// settings (lines, or nothing).
 const configTemplate = `
 listeners:
   - name: bench
     listen: 198.19.0.1:21
-    upstream: 198.18.1.2:21
+    upstream: %[3]s
     data: {path: %[1]s, client_ports: 40000-40999, server_ports: 50000-50999}
+%[4]s
 limits: {idle_timeout: 2m, data_timeout: 30s, max_sessions_per_client: 64}
 log: {level: info}
 firewall: {backend: %[2]s, pinhole_ttl: 30s}
 `
+
+// tlsServerPort is where the TLS vsftpd of the FTPS paths listens, on the
+// server: TLS required, session reuse required (vsftpd's defaults).
+const tlsServerPort = 2300
+
+// ftpgateConfig is ftpgate's configuration for p.
+func ftpgateConfig(p *path, f *netlab.TLSFiles) string {
+	upstream, tls := netlab.ServerAddr+":21", ""
+	if p.tls != "" {
+		tls = fmt.Sprintf("    tls: {mode: explicit, cert: %s, key: %s, required: true, session_reuse: required}\n", f.GatewayCert, f.GatewayKey)
+	}
+	if p.tls == "both" {
+		upstream = fmt.Sprintf("%s:%d", netlab.ServerAddr, tlsServerPort)
+		tls += fmt.Sprintf("    upstream_tls: {mode: explicit, ca: %s}\n", f.CA)
+	}
+	return fmt.Sprintf(configTemplate, p.data, p.backend, upstream, strings.TrimSuffix(tls, "\n"))
+}
 
 // Gateway firewalls (netlab.HomeRouter.ResetGatewayFirewall runs them after
 // emptying the gateway's tables; %[1]s is the iptables binary).
@@ -114,6 +133,19 @@ type path struct {
 	onlyRate   bool   // measure the session rate only, no throughput
 	na         string // why the path cannot be measured ("" if it can)
 	err        error  // the first failure; the path is not run again
+	// FTPS: tls is "direct" (FTPS straight to the TLS vsftpd), "both"
+	// (ftpgate terminates TLS on both sides, to the TLS vsftpd) or
+	// "offload" (TLS to the client, plain FTP to vsftpd); "" for plain
+	// FTP. port is where the client connects (0: 21).
+	tls  string
+	port int
+	// base is the key of the path whose figures in the same run the
+	// ratios are taken to ("": direct).
+	base string
+	// passiveOnly skips the active cells: curl 7.87-7.88 sends active
+	// FTPS data in clear (curl/curl#10666), so no active FTPS figure is
+	// possible with Debian 12's curl.
+	passiveOnly bool
 
 	mbps     [len(cells)][]float64 // MiB/s per run
 	ratio    [len(cells)][]float64 // to direct, per run
@@ -138,6 +170,7 @@ func (c cell) String() string {
 }
 
 type options struct {
+	tls             *netlab.TLSFiles // the FTPS paths' certificates
 	bin             string
 	runs            int
 	size            int64
@@ -163,9 +196,10 @@ func main() {
 	client := flag.String("session-client", "", "internal: run sessions against this `host:port` and exit")
 	clientFile := flag.String("session-file", smallFile, "internal: the file each session retrieves")
 	clientSize := flag.Int64("session-size", smallSize, "internal: its size")
+	clientCA := flag.String("session-tls-ca", "", "internal: speak FTPS (AUTH TLS, PROT P), trusting this CA `file`")
 	flag.Parse()
 	if *client != "" {
-		os.Exit(runSessionClient(*client, *clientFile, *clientSize, o.sessions, o.conc))
+		os.Exit(runSessionClient(*client, *clientFile, *clientSize, *clientCA, o.sessions, o.conc))
 	}
 	o.size = int64(sizeMiB) << 20
 	os.Exit(bench(o))
@@ -247,6 +281,16 @@ func bench(o options) int {
 		return 1
 	}
 
+	progress("starting vsftpd with TLS required at port %d", tlsServerPort)
+	if o.tls, err = h.MakeTLSFiles(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	if _, err := h.StartTLSServer(netlab.Vsftpd, tlsServerPort, o.tls.ServerCert, o.tls.ServerKey, true); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+
 	paths := []*path{
 		{key: "direct", title: "direct", host: netlab.ServerAddr, firewall: directFirewall, sessions: true},
 		{key: "helper", title: "Linux FTP helper", host: netlab.GatewayOut, firewall: helperFirewall, na: helperMissing()},
@@ -254,9 +298,15 @@ func bench(o options) int {
 		{key: "relay", title: "ftpgate relay path", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "netlink", sessions: true},
 		{key: "kernel-iptables", title: "kernel path, iptables backend", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "kernel", backend: "iptables", sessions: true, onlyRate: true},
 		{key: "relay-iptables", title: "relay path, iptables backend", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "iptables", sessions: true, onlyRate: true},
+		{key: "ftps-direct", title: "direct FTPS", host: netlab.ServerAddr, port: tlsServerPort, firewall: directFirewall, sessions: true, tls: "direct", passiveOnly: true},
+		{key: "ftps-both", title: "ftpgate FTPS, both sides", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "netlink", sessions: true, tls: "both", base: "ftps-direct", passiveOnly: true},
+		{key: "ftps-offload", title: "ftpgate FTPS offload", host: netlab.GatewayOut, firewall: ftpgateFirewall, data: "relay", backend: "netlink", sessions: true, tls: "offload", base: "ftps-direct", passiveOnly: true},
 	}
 	for _, p := range paths[2:] {
-		if out, err := checkConfig(h, o.bin, p); err != nil {
+		if p.data == "" {
+			continue
+		}
+		if out, err := checkConfig(h, o, p); err != nil {
 			if p.data == "kernel" {
 				p.na = "n/a (kernel path not built)"
 				progress("the kernel path is not available: %s", firstLine(out))
@@ -304,9 +354,16 @@ func bench(o options) int {
 		runOnce(gwState, order, run, o)
 		runs++
 		longest = max(longest, time.Since(runStart))
-		// Ratios to direct in this run.
-		d := paths[0]
+		// Ratios to direct (or the path's base) in this run.
+		byKey := map[string]*path{}
+		for _, p := range paths {
+			byKey[p.key] = p
+		}
 		for _, p := range paths[1:] {
+			d := byKey[cmp(p.base, "direct")]
+			if d == p {
+				continue
+			}
 			for i := range cells {
 				if len(p.mbps[i]) == run+1 && len(d.mbps[i]) == run+1 {
 					p.ratio[i] = append(p.ratio[i], p.mbps[i][run]/d.mbps[i][run])
@@ -380,10 +437,10 @@ func runOnce(g *gateway, order []*path, run int, o options) {
 		}
 		p.cpuPerGB = p.cpuPerGB[:min(len(p.cpuPerGB), run)]
 	}
-	cpu := map[*path]float64{}
+	cpu, moved := map[*path]float64{}, map[*path]int{}
 	for i, c := range cells {
 		for _, p := range order {
-			if !live(p) || p.onlyRate {
+			if !live(p) || p.onlyRate || p.passiveOnly && !c.passive {
 				continue
 			}
 			progress("run %d/%d: %s, %s", run+1, o.runs, c, p.title)
@@ -409,11 +466,12 @@ func runOnce(g *gateway, order []*path, run int, o options) {
 			}
 			p.mbps[i] = append(p.mbps[i], v)
 			cpu[p] += cpu1 - cpu0
+			moved[p]++
 		}
 	}
 	for _, p := range order {
-		if live(p) && p.data != "" && !p.onlyRate {
-			p.cpuPerGB = append(p.cpuPerGB, cpu[p]/(float64(len(cells))*float64(g.o.size)/GiB))
+		if live(p) && p.data != "" && !p.onlyRate && moved[p] > 0 {
+			p.cpuPerGB = append(p.cpuPerGB, cpu[p]/(float64(moved[p])*float64(g.o.size)/GiB))
 		}
 	}
 	for i, conc := range []int{1, o.conc} {
@@ -455,7 +513,7 @@ func (g *gateway) use(p *path) (*netlab.Proc, error) {
 	if p.data == "" {
 		return nil, nil
 	}
-	gw, err := g.h.StartFtpgate(g.o.bin, fmt.Sprintf(configTemplate, p.data, p.backend), 21)
+	gw, err := g.h.StartFtpgate(g.o.bin, ftpgateConfig(p, g.o.tls), 21)
 	if err != nil {
 		return nil, err
 	}
@@ -486,7 +544,10 @@ func transfer(h *netlab.HomeRouter, o options, p *path, c cell, name string) (fl
 	} else {
 		args = append(args, "--ftp-port", netlab.ClientAddr) // EPRT
 	}
-	url := fmt.Sprintf("ftp://%s:21/", p.host)
+	if p.tls != "" {
+		args = append(args, "--ssl-reqd", "--cacert", o.tls.CA)
+	}
+	url := fmt.Sprintf("ftp://%s:%d/", p.host, cmp(p.port, 21))
 	remote := ""
 	if c.op == "RETR" {
 		args = append(args, url+bigFile)
@@ -527,9 +588,12 @@ func transfer(h *netlab.HomeRouter, o options, p *path, c cell, name string) (fl
 // sessionRate runs o.sessions sessions from conc concurrent clients in the
 // client namespace and returns sessions per second.
 func sessionRate(h *netlab.HomeRouter, o options, p *path, conc int) (float64, error) {
-	stdout, stderr, err := h.Client.Exec(120*time.Second, nil, o.exe,
-		"-session-client", p.host+":21", "-session-file", smallFile, "-session-size", strconv.Itoa(smallSize),
-		"-sessions", strconv.Itoa(o.sessions), "-concurrency", strconv.Itoa(conc))
+	args := []string{"-session-client", fmt.Sprintf("%s:%d", p.host, cmp(p.port, 21)), "-session-file", smallFile, "-session-size", strconv.Itoa(smallSize),
+		"-sessions", strconv.Itoa(o.sessions), "-concurrency", strconv.Itoa(conc)}
+	if p.tls != "" {
+		args = append(args, "-session-tls-ca", o.tls.CA)
+	}
+	stdout, stderr, err := h.Client.Exec(120*time.Second, nil, o.exe, args...)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr))
 	}
@@ -537,12 +601,12 @@ func sessionRate(h *netlab.HomeRouter, o options, p *path, conc int) (float64, e
 }
 
 // checkConfig runs "ftpgate check" on p's configuration.
-func checkConfig(h *netlab.HomeRouter, bin string, p *path) (string, error) {
+func checkConfig(h *netlab.HomeRouter, o options, p *path) (string, error) {
 	path := filepath.Join(h.Dir, "check-"+p.key+".yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(configTemplate, p.data, p.backend)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(ftpgateConfig(p, o.tls)), 0o644); err != nil {
 		return "", err
 	}
-	stdout, stderr, err := h.Gateway.Exec(30*time.Second, nil, bin, "check", "--config", path)
+	stdout, stderr, err := h.Gateway.Exec(30*time.Second, nil, o.bin, "check", "--config", path)
 	return stdout + stderr, err
 }
 

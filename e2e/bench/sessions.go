@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +25,23 @@ const sessionTimeout = 20 * time.Second
 
 // runSessionClient runs n sessions against addr, conc at a time, each a
 // login, EPSV, RETR of file (which must be size bytes) and QUIT, and prints
-// "SESSIONS n FAILED f SECONDS s". It returns the process exit code.
-func runSessionClient(addr, file string, size int64, n, conc int) int {
+// "SESSIONS n FAILED f SECONDS s". With caFile, each session speaks FTPS:
+// AUTH TLS, PBSZ 0, PROT P, and a TLS data connection that resumes the
+// control connection's session (as curl does), trusting caFile. It returns
+// the process exit code.
+func runSessionClient(addr, file string, size int64, caFile string, n, conc int) int {
 	if n < 1 || conc < 1 || conc > n {
 		fmt.Fprintf(os.Stderr, "session client: bad counts: %d sessions, %d clients\n", n, conc)
 		return 2
+	}
+	var roots *x509.CertPool
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		roots = x509.NewCertPool()
+		if err != nil || !roots.AppendCertsFromPEM(pem) {
+			fmt.Fprintf(os.Stderr, "session client: no CA certificate in %s: %v\n", caFile, err)
+			return 2
+		}
 	}
 	var (
 		next, failed atomic.Int64
@@ -39,7 +53,7 @@ func runSessionClient(addr, file string, size int64, n, conc int) int {
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if err := session(addr, file, size); err != nil {
+				if err := session(addr, file, size, roots); err != nil {
 					failed.Add(1)
 					once.Do(func() { firstErr = err })
 				}
@@ -56,9 +70,11 @@ func runSessionClient(addr, file string, size int64, n, conc int) int {
 	return 0
 }
 
-// session runs one FTP session: login, EPSV, RETR file, QUIT.
-func session(addr, file string, size int64) error {
+// session runs one FTP session: login, EPSV, RETR file, QUIT; with roots,
+// in FTPS.
+func session(addr, file string, size int64, roots *x509.CertPool) error {
 	deadline := time.Now().Add(sessionTimeout)
+	host, _, _ := net.SplitHostPort(addr)
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return err
@@ -68,6 +84,18 @@ func session(addr, file string, size int64) error {
 	tp := textproto.NewConn(c)
 	if _, _, err := tp.ReadResponse(220); err != nil {
 		return fmt.Errorf("greeting: %w", err)
+	}
+	var tlsConfig *tls.Config
+	if roots != nil {
+		tlsConfig = &tls.Config{RootCAs: roots, ServerName: host, ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+		if _, _, err := command(tp, 234, "AUTH TLS"); err != nil {
+			return err
+		}
+		tc := tls.Client(c, tlsConfig)
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("TLS on the control connection: %w", err)
+		}
+		tp = textproto.NewConn(tc)
 	}
 	// vsftpd with no_anon_password logs anonymous in at USER (230).
 	code, msg, err := command(tp, 0, "USER anonymous")
@@ -81,6 +109,14 @@ func session(addr, file string, size int64) error {
 	case code != 230:
 		return fmt.Errorf("USER: %d %s", code, msg)
 	}
+	if tlsConfig != nil {
+		if _, _, err := command(tp, 200, "PBSZ 0"); err != nil {
+			return err
+		}
+		if _, _, err := command(tp, 200, "PROT P"); err != nil {
+			return err
+		}
+	}
 	_, msg, err = command(tp, 229, "EPSV")
 	if err != nil {
 		return err
@@ -89,15 +125,25 @@ func session(addr, file string, size int64) error {
 	if err != nil {
 		return err
 	}
-	host, _, _ := net.SplitHostPort(addr)
-	dc, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), 10*time.Second)
+	raw, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("data connection: %w", err)
 	}
-	defer dc.Close()
-	dc.SetDeadline(deadline)
+	defer raw.Close()
+	raw.SetDeadline(deadline)
 	if _, _, err := command(tp, 1, "RETR "+file); err != nil {
 		return err
+	}
+	var dc net.Conn = raw
+	if tlsConfig != nil {
+		tc := tls.Client(raw, tlsConfig)
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("TLS on the data connection: %w", err)
+		}
+		if !tc.ConnectionState().DidResume {
+			return errors.New("the TLS data connection did not resume the control connection's session")
+		}
+		dc = tc
 	}
 	got, err := io.Copy(io.Discard, dc)
 	dc.Close()
