@@ -21,6 +21,7 @@ const (
 	portFTPSOffload6 = 2147 // "offload", on IPv6
 	portFTPSWrong    = 2148 // TLS to the TLS vsftpd, expecting another name
 	portFTPSExpired  = 2149 // TLS to the vsftpd with an expired certificate
+	portFTPSUpgrade6 = 2153 // "upgrade", on IPv6
 	portFTPSNoReuse  = 2150 // "both", to a vsftpd with require_ssl_reuse=NO
 	portFTPSPure     = 2151 // "both", to pure-ftpd -Y 3
 	portFTPSProFTPD  = 2152 // "both", to proftpd with TLSRequired on
@@ -70,6 +71,7 @@ func ftpsConfig(f *netlab.TLSFiles) string {
 		listener("implicit", portFTPSImplicit, 45, plainServer, clientTLS("implicit", "required"), "") +
 		listener("both6", portFTPSBoth6, 46, tlsServer6, clientTLS("explicit", "required"), upstreamTLS6) +
 		listener("offload6", portFTPSOffload6, 47, plainServer6, clientTLS("explicit", "optional"), "") +
+		listener("upgrade6", portFTPSUpgrade6, 53, tlsServer6, "", strings.TrimSuffix(upstreamTLS6, "}")+", plain_clients: true}") +
 		listener("wrong-name", portFTPSWrong, 48, tlsServer, clientTLS("explicit", "optional"), wrongName) +
 		listener("expired", portFTPSExpired, 49, expiredServer, clientTLS("explicit", "optional"), upstreamTLS) +
 		listener("vsftpd-noreuse", portFTPSNoReuse, 50, fmt.Sprintf("%s:%d", netlab.ServerAddr, portTLSNoReuse), clientTLS("explicit", "required"), upstreamTLS) +
@@ -91,7 +93,7 @@ firewall: ` + withPinholes + "\n"
 //     server gains FTPS);
 //   - upgrade: plain clients, TLS to the TLS vsftpd;
 //   - implicit TLS to the client (curl ftps://);
-//   - terminate both sides and offload again over IPv6;
+//   - the three again over IPv6;
 //   - servers whose certificates do not verify (wrong name, expired):
 //     the client gets 421 and the log says why.
 //
@@ -133,7 +135,7 @@ func TestFTPS(t *testing.T) {
 	}
 	listeners := []int{portFTPSBoth, portFTPSBothOpt, portFTPSOffload, portFTPSUpgrade, portFTPSImplicit,
 		portFTPSWrong, portFTPSExpired, portFTPSNoReuse, portFTPSPure, portFTPSProFTPD} // on IPv4; bound in the same start as the IPv6 ones
-	openGatewayPorts(t, append(listeners, portFTPSBoth6, portFTPSOffload6)...)
+	openGatewayPorts(t, append(listeners, portFTPSBoth6, portFTPSOffload6, portFTPSUpgrade6)...)
 	gw := startFtpgate(t, ftpsConfig(files), listeners...)
 	ops := []netlab.Op{netlab.OpList, netlab.OpRetr, netlab.OpStor}
 	runOn := func(t *testing.T, host string, c netlab.Client, port int, wantErr bool) {
@@ -204,6 +206,11 @@ func TestFTPS(t *testing.T) {
 	t.Run("ipv6/offload", func(t *testing.T) {
 		for _, c := range tlsClients {
 			runOn(t, netlab.GatewayOut6, c, portFTPSOffload6, false)
+		}
+	})
+	t.Run("ipv6/upgrade", func(t *testing.T) {
+		for _, name := range []string{"curl EPSV", "curl EPRT", "lftp passive"} {
+			runOn(t, netlab.GatewayOut6, netlab.ClientByName(name), portFTPSUpgrade6, false)
 		}
 	})
 	// A server whose certificate does not verify: the client is refused
