@@ -188,9 +188,9 @@ func logPinholeLatency(log *slog.Logger, reg prometheus.Gatherer) {
 }
 
 func cmdCleanup(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("cleanup", args, stderr)
-	if !ok {
-		return 2
+	path, err := configFlag("cleanup", args, stdout, stderr)
+	if err != nil {
+		return flagExit(err)
 	}
 	cfg, err := config.Load(path)
 	if err != nil {

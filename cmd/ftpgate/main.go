@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "cleanup":
@@ -85,25 +85,56 @@ func versionString() string {
 	return s
 }
 
-// configFlag parses "--config FILE" for a subcommand.
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+// commandHelp says what each subcommand that takes --config does.
+var commandHelp = map[string]string{
+	"run":     "runs the gateway: every listener of the configuration, until SIGTERM or SIGINT (drain); SIGHUP reloads the configuration and the TLS certificates.",
+	"check":   "checks the configuration, reporting every problem at once with its line, and exits 0 if it is good (nothing is started).",
+	"cleanup": "removes every firewall chain, ipset and nftables table that an ftpgate with this configuration (its chain_prefix) left behind, say after kill -9.",
+}
+
+// errHelp is configFlag's answer to -h/--help: the help went to stdout.
+var errHelp = errors.New("help requested")
+
+// configFlag parses "--config FILE" for a subcommand. On -h or --help it
+// prints what the subcommand does to stdout and returns errHelp.
+func configFlag(name string, args []string, stdout, stderr io.Writer) (string, error) {
 	fs := flag.NewFlagSet("ftpgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/ftpgate/ftpgate.yaml", "configuration `file`")
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: ftpgate %s [--config FILE]\n\nftpgate %s %s\n\n", name, name, commandHelp[name])
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+	fs.Usage = func() {} // printed below, to stdout for help, to stderr after an error
 	if err := fs.Parse(args); err != nil {
-		return "", false
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return "", errHelp
+		}
+		usage(stderr)
+		return "", err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ftpgate %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false
+		return "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	return *path, true
+	return *path, nil
+}
+
+// flagExit is the exit code of a subcommand whose flags configFlag
+// refused (2) or answered with help (0).
+func flagExit(err error) int {
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	return 2
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check", args, stderr)
-	if !ok {
-		return 2
+	path, err := configFlag("check", args, stdout, stderr)
+	if err != nil {
+		return flagExit(err)
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -119,10 +150,10 @@ func indentErrors(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "\n  ")
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
-	if !ok {
-		return 2
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	path, err := configFlag("run", args, stdout, stderr)
+	if err != nil {
+		return flagExit(err)
 	}
 	cfg, err := config.Load(path)
 	if err != nil {

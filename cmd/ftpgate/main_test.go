@@ -25,6 +25,10 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"check", "stray"}, code: 2, errIn: "unexpected argument"},
 		{args: []string{"frobnicate"}, code: 2, errIn: `unknown command "frobnicate"`},
 		{args: nil, code: 2, errIn: "usage:"},
+		{args: []string{"run", "--help"}, code: 0, out: "ftpgate run runs the gateway"},
+		{args: []string{"check", "-h"}, code: 0, out: "ftpgate check checks the configuration"},
+		{args: []string{"cleanup", "--help"}, code: 0, out: "-config file"},
+		{args: []string{"run", "--colour"}, code: 2, errIn: "flag provided but not defined"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tc.args, &stdout, &stderr)
