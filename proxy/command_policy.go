@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
@@ -40,6 +42,10 @@ func (ss *session) parseCommand(line []byte) (ftp.Command, *refusal) {
 		ss.reject("command refused", "unknown_verb", "verb", cmd.Verb)
 		return ftp.Command{}, &refusal{code: 502, text: "Command not implemented."}
 	}
+	if r := ss.srv.policyRefusal(cmd); r != nil {
+		ss.reject("command refused", "policy", "verb", cmd.Verb)
+		return ftp.Command{}, r
+	}
 	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
 		arg := cmd.Arg
 		if cmd.Verb == "PASS" || cmd.Verb == "ACCT" {
@@ -69,4 +75,25 @@ func (s *Server) extraVerb(verb string) bool {
 		}
 	}
 	return false
+}
+
+// writeVerbs change files on the server: a ReadOnly listener refuses them.
+// SITE is among them (SITE CHMOD, ProFTPD's SITE CPFR/CPTO, SITE SYMLINK,
+// SITE UTIME, ...) except SITE HELP.
+var writeVerbs = []string{"STOR", "STOU", "APPE", "DELE", "RMD", "XRMD", "MKD", "XMKD",
+	"RNFR", "RNTO", "MFMT", "MFCT", "MFF", "SITE"}
+
+// policyRefusal is the listener's answer to a command that its policy
+// (DenyCommands, ReadOnly) refuses, or nil.
+func (s *Server) policyRefusal(cmd ftp.Command) *refusal {
+	if slices.Contains(s.DenyCommands, cmd.Verb) {
+		return &refusal{code: 502, text: cmd.Verb + " is not allowed through this gateway."}
+	}
+	if s.ReadOnly && slices.Contains(writeVerbs, cmd.Verb) {
+		if cmd.Verb == "SITE" && strings.EqualFold(strings.Fields(cmd.Arg + " x")[0], "HELP") {
+			return nil
+		}
+		return &refusal{code: 550, text: "Permission denied: this gateway is read-only."}
+	}
+	return nil
 }

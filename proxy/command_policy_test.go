@@ -1,8 +1,13 @@
 package proxy
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestSmuggledCommands: a line that is not VERB or VERB SP arguments is
@@ -95,5 +100,72 @@ func TestUnsolicitedPassiveReply(t *testing.T) {
 	h.sessionsEnded()
 	if n := strings.Count(h.logs.String(), "reason=unsolicited_reply"); n != 3 {
 		t.Errorf("%d withheld replies logged, want 3", n)
+	}
+}
+
+// TestReadOnlyAndDenyCommands: a read-only listener refuses every command
+// that changes the server's files with 550 (SITE but SITE HELP), a denied
+// verb gets 502; none reaches the server, each is counted (reason policy),
+// and reading still works.
+func TestReadOnlyAndDenyCommands(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	h := newHarness(t, func(s *Server) {
+		s.Metrics = m
+		s.ReadOnly = true
+		s.DenyCommands = []string{"NLST"}
+	})
+	file := randomBytes(31, 4096)
+	h.fake.SetFile("f", file)
+	c := h.dial()
+	c.login()
+	refused := []string{"STOR f", "APPE f", "STOU", "DELE f", "RMD d", "XRMD d", "MKD d", "XMKD d",
+		"RNFR f", "RNTO g", "MFMT 20260101000000 f", "SITE CHMOD 777 f", "site cpfr f"}
+	for _, line := range refused {
+		c.cmd(line, 550)
+	}
+	c.cmd("NLST", 502)
+	c.cmd("SITE HELP", 500) // allowed: the fake server does not know SITE
+	p := c.negotiate("EPSV")
+	c.send("RETR f")
+	got, err := readAll(p.open())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameContent(t, "RETR", got, file)
+	c.expect(150)
+	c.expect(226)
+	c.quit()
+	h.sessionsEnded()
+	for _, cmd := range h.fake.Commands() {
+		if slices.Contains(writeVerbs, cmd.Verb) && cmd.Arg != "HELP" || cmd.Verb == "NLST" {
+			t.Errorf("the server received %s %s", cmd.Verb, cmd.Arg)
+		}
+	}
+	if n := testutil.ToFloat64(m.rejections.WithLabelValues("policy")); n != float64(len(refused)+1) {
+		t.Errorf("ftpgate_rejections_total{reason=policy} = %v, want %d", n, len(refused)+1)
+	}
+}
+
+// TestAllowClients: a client outside AllowClients gets 421 and no
+// session (nothing reaches the server); one inside is served.
+func TestAllowClients(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	h := newHarness(t, func(s *Server) {
+		s.Metrics = m
+		s.AllowClients = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+	})
+	refused := h.dialFrom("127.0.0.1:0")
+	refused.expect(421)
+	refused.expectClosed()
+	allowed := h.dialFrom("127.0.0.2:0")
+	allowed.login()
+	allowed.quit()
+	h.sessionsEnded()
+	h.waitLog("session refused", "reason=allow_clients", "client=127.0.0.1:")
+	if n := h.fake.Sessions(); n != 1 {
+		t.Errorf("the server saw %d sessions, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.sessions.WithLabelValues(t.Name(), "refused")); n != 1 {
+		t.Errorf("refused sessions = %v, want 1", n)
 	}
 }

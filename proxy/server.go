@@ -190,6 +190,17 @@ type Server struct {
 	// line and its reply as they are.
 	ExtraVerbs []string
 
+	// AllowClients, if not empty, are the only client addresses (after
+	// the PROXY protocol, if any) that may open a session; others get
+	// 421 and are counted (reason allow_clients).
+	AllowClients []netip.Prefix
+
+	// ReadOnly refuses every command that changes the server's files
+	// (writeVerbs) with 550; DenyCommands refuses these verbs (upper
+	// case) with 502. Both are counted (reason policy).
+	ReadOnly     bool
+	DenyCommands []string
+
 	// ClientTLS, with ClientTLSMode explicit or implicit, is the TLS
 	// configuration towards clients (FTPS, RFC 4217): its certificate,
 	// versions and session tickets. Each session clones it.
@@ -444,6 +455,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	client := addrPortOf(c.RemoteAddr())
 	log := s.logger().With("listener", s.Name, "client", client.String())
+	if !s.clientAllowed(client.Addr()) {
+		log.Warn("session refused", "reason", "allow_clients")
+		s.Metrics.sessionRefused(s.Name, "allow_clients")
+		refuse(c, 421, "Service not available from your address.")
+		return
+	}
 	id, release := uint64(0), func() {}
 	if s.Limiter != nil {
 		var err error
@@ -469,6 +486,21 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.mu.Unlock()
 	}()
 	ss.serve(ctx)
+}
+
+// clientAllowed reports whether a client at a may open a session: any,
+// without AllowClients.
+func (s *Server) clientAllowed(a netip.Addr) bool {
+	if len(s.AllowClients) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range s.AllowClients {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientIPv6Prefix is the prefix length by which the limiter counts IPv6

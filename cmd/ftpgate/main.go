@@ -530,6 +530,17 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	for _, v := range lc.ExtraVerbs {
 		srv.ExtraVerbs = append(srv.ExtraVerbs, strings.ToUpper(v))
 	}
+	srv.ReadOnly = lc.ReadOnly
+	for _, v := range lc.DenyCommands {
+		srv.DenyCommands = append(srv.DenyCommands, strings.ToUpper(v))
+	}
+	for _, c := range lc.AllowClients {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: allow_clients: %w", lc.Name, err)
+		}
+		srv.AllowClients = append(srv.AllowClients, p.Masked())
+	}
 	if lc.Data.AdvertisePorts != "" {
 		if srv.AdvertisePorts, err = nat.ParsePortRange(lc.Data.AdvertisePorts); err != nil {
 			return nil, fmt.Errorf("listener %s: advertise_ports: %w", lc.Name, err)

@@ -243,6 +243,15 @@ type Listener struct {
 	// ftpgate forwards such a command and its reply as they are: list no
 	// verb whose command or reply carries an address.
 	ExtraVerbs []string `yaml:"extra_verbs"`
+	// AllowClients, if set, are the only networks (CIDR) whose clients may
+	// open a session (after the PROXY protocol, if any); others get 421.
+	AllowClients []string `yaml:"allow_clients"`
+	// ReadOnly refuses, with 550, every command that changes the server's
+	// files: STOR, STOU, APPE, DELE, RMD, MKD, RNFR, RNTO, MFMT, MFCT,
+	// MFF, and SITE but SITE HELP.
+	ReadOnly bool `yaml:"read_only"`
+	// DenyCommands are verbs refused with 502, case does not matter.
+	DenyCommands []string `yaml:"deny_commands"`
 	// TLS configures TLS towards the listener's clients (FTPS).
 	TLS TLS `yaml:"tls"`
 	// UpstreamTLS configures TLS towards the listener's server.

@@ -217,6 +217,9 @@ func TestLoadBad(t *testing.T) {
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
 		{"bad-extra-verbs.yaml", "2 problems:\nlisteners[0] (public): extra_verbs[1]: \"P@SW\": a verb is 1 to 16 letters\n" +
 			"listeners[0] (public): extra_verbs[2]: \"pasv\" is a verb ftpgate knows already"},
+		{"bad-access-controls.yaml", "3 problems:\nlisteners[0] (public): deny_commands[2]: \"FROBNICATE\" is not a verb ftpgate knows or forwards (extra_verbs)\n" +
+			"listeners[0] (public): deny_commands[3]: QUIT cannot be denied: a client must be able to leave\n" +
+			"listeners[0] (public): allow_clients[1]: invalid CIDR \"10.0.0.300/8\""},
 		{"bad-proxy-protocol.yaml", `listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
 		{"bad-advertise-ports.yaml", `listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
 		{"bad-source-check.yaml", `listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -158,6 +159,19 @@ func (l *Listener) validate() []error {
 	for i, v := range l.ExtraVerbs {
 		if err := checkExtraVerb(v); err != nil {
 			add(fmt.Sprintf("extra_verbs[%d]", i), err)
+		}
+	}
+	for i, v := range l.DenyCommands {
+		switch up := strings.ToUpper(v); {
+		case !ftp.KnownVerb(up) && !slices.ContainsFunc(l.ExtraVerbs, func(e string) bool { return strings.EqualFold(e, v) }):
+			add(fmt.Sprintf("deny_commands[%d]", i), fmt.Errorf("%q is not a verb ftpgate knows or forwards (extra_verbs)", v))
+		case up == "QUIT":
+			add(fmt.Sprintf("deny_commands[%d]", i), errors.New("QUIT cannot be denied: a client must be able to leave"))
+		}
+	}
+	for i, c := range l.AllowClients {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			add(fmt.Sprintf("allow_clients[%d]", i), fmt.Errorf("invalid CIDR %q", c))
 		}
 	}
 
