@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,15 +16,38 @@ import (
 )
 
 // TestDrain: SIGTERM during a transfer lets it finish (drain_timeout is 30 s
-// by default), then ftpgate exits cleanly and removes its chains.
+// by default), then ftpgate exits cleanly and removes its chains. During
+// the drain /readyz answers 503 (load balancers stop sending new clients)
+// while /healthz and /metrics still answer.
 func TestDrain(t *testing.T) {
-	gw := startFtpgate(t, spareConfig(withPinholes), portSpare)
+	gw := startFtpgate(t, spareConfig(withPinholes)+"metrics: {listen: \"127.0.0.1:9121\"}\n", portSpare)
+	probe := func(path string) int { // the HTTP status of GET path
+		out, err := net4.Gateway.Run("curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9121"+path)
+		if err != nil {
+			t.Errorf("GET %s: %v %s", path, err, out)
+		}
+		code, _ := strconv.Atoi(strings.TrimSpace(out))
+		return code
+	}
 	// 256 MiB read by the client at 64 MB/s, about 4 s: far more than the
 	// socket buffers hold, so ftpgate is relaying when SIGTERM comes.
 	done := slowBigRetr(t, "pub/drain-256m.bin")
 	waitLog(t, gw, "msg=\"session started\"", 1)
 	time.Sleep(time.Second)
+	if code := probe("/readyz"); code != 200 {
+		t.Errorf("/readyz before SIGTERM: %d", code)
+	}
 	start := time.Now()
+	gw.Cmd.Process.Signal(syscall.SIGTERM)
+	waitLog(t, gw, "msg=draining", 1)
+	if code := probe("/readyz"); code != 503 {
+		t.Errorf("/readyz during the drain: %d, want 503", code)
+	}
+	for _, path := range []string{"/healthz", "/metrics"} {
+		if code := probe(path); code != 200 {
+			t.Errorf("%s during the drain: %d, want 200", path, code)
+		}
+	}
 	if err := gw.Signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("ftpgate did not exit cleanly after SIGTERM: %v", err)
 	}

@@ -170,18 +170,27 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// ready answers /readyz: true once every listener is bound and the
+	// chains are in place, false again from SIGTERM on, so that load
+	// balancers stop sending new clients while the running transfers
+	// drain.
+	var ready atomic.Bool
 	go func() {
 		select {
 		case sig := <-sigs:
 			log.Info("stopping", "signal", sig.String())
-			cancel(proxy.ErrShutdown)
+			cancel(proxy.ErrShutdown) // first: serve checks ctx after it sets ready
+			ready.Store(false)
 		case <-ctx.Done():
 		}
 	}()
 
 	reg := newRegistry()
-	var ready atomic.Bool
-	if err := serveMetrics(ctx, cfg.Metrics.Listen, reg, &ready, log); err != nil {
+	// The metrics listener outlives the drain: /metrics and /healthz
+	// answer until ftpgate exits.
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	if err := serveMetrics(metricsCtx, cfg.Metrics.Listen, reg, &ready, log); err != nil {
 		log.Error("ftpgate not started", "err", err)
 		return 1
 	}
@@ -241,6 +250,9 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	}
 	sup.cfg = cfg
 	ready.Store(true)
+	if ctx.Err() != nil { // a SIGTERM came during the start
+		ready.Store(false)
+	}
 	defer ready.Store(false)
 	for {
 		select {

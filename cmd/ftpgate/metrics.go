@@ -36,8 +36,8 @@ func newRegistry() *prometheus.Registry {
 }
 
 // serveMetrics serves /metrics, /healthz (the process is up) and /readyz
-// (listeners bound and firewall chains in place: ready is set) on addr
-// until ctx is done. An empty addr serves nothing.
+// (listeners bound, firewall chains in place, not draining: ready is set)
+// on addr until ctx is done. An empty addr serves nothing.
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, ready *atomic.Bool, log *slog.Logger) error {
 	if addr == "" {
 		return nil
