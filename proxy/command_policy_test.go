@@ -125,15 +125,7 @@ func TestReadOnlyAndDenyCommands(t *testing.T) {
 	}
 	c.cmd("NLST", 502)
 	c.cmd("SITE HELP", 500) // allowed: the fake server does not know SITE
-	p := c.negotiate("EPSV")
-	c.send("RETR f")
-	got, err := readAll(p.open())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameContent(t, "RETR", got, file)
-	c.expect(150)
-	c.expect(226)
+	sameContent(t, "RETR", c.retr("EPSV", "f"), file)
 	c.quit()
 	h.sessionsEnded()
 	for _, cmd := range h.fake.Commands() {

@@ -608,14 +608,21 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 	defer stop()
 
 	start := time.Now()
+	idle := l.watchIdle(cc, sc)
 	var toServer int64
 	var upErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		toServer, upErr = l.copyData(sc, cc)
+		if upErr == nil {
+			idle.halt()
+		}
 	}()
 	toClient, downErr := l.copyData(cc, sc)
+	if downErr == nil {
+		idle.halt()
+	}
 	<-done
 	outcome := "ok"
 	if err := errors.Join(downErr, upErr); err != nil {
@@ -624,6 +631,9 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 			err = context.Cause(l.ctx)
 		}
 		ss.log.Debug("data connection aborted", "link", l.id, "err", err)
+	}
+	if idle.end() {
+		outcome = "idle"
 	}
 	cc.Close()
 	sc.Close()

@@ -272,6 +272,11 @@ type Server struct {
 	// DefaultLoginTimeout.
 	LoginTimeout time.Duration
 
+	// DataIdle closes a relayed data connection that has received no
+	// byte, in either direction, for this long (outcome idle). Zero turns
+	// it off.
+	DataIdle time.Duration
+
 	// IdleTimeout closes a session whose client sends nothing for this long
 	// while no transfer runs. If zero, DefaultIdleTimeout.
 	IdleTimeout time.Duration

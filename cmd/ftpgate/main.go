@@ -523,6 +523,7 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		LoginTimeout: lim.LoginTimeout,
 		IdleTimeout:  lim.IdleTimeout,
 		DataTimeout:  lim.DataTimeout,
+		DataIdle:     lim.DataIdleTimeout,
 		DrainTimeout: lim.DrainTimeout,
 		MaxLineBytes: lim.MaxLineBytes,
 		Limiter:      limiter,

@@ -93,6 +93,8 @@ const (
 	DefaultMaxLineBytes = 4096
 	// DefaultLoginTimeout is the default Limits.LoginTimeout.
 	DefaultLoginTimeout = 30 * time.Second
+	// DefaultDataIdleTimeout is the default Limits.DataIdleTimeout.
+	DefaultDataIdleTimeout = 5 * time.Minute
 	// DefaultClientIPv6Prefix is the default Limits.ClientIPv6Prefix.
 	DefaultClientIPv6Prefix = 64
 	// DefaultClientPortShare is the default Limits.ClientPortShare.
@@ -390,6 +392,11 @@ type Limits struct {
 	// the server) this long after it started: before, it may hold its
 	// upstream connection for idle_timeout. Default 30s; must be positive.
 	LoginTimeout time.Duration `yaml:"login_timeout"`
+	// DataIdleTimeout closes a relayed data connection that has received
+	// no byte, in either direction, for this long (a stalled peer would
+	// hold its port and pinhole until TCP gives up). Default 5m; 0 turns
+	// it off.
+	DataIdleTimeout time.Duration `yaml:"data_idle_timeout"`
 	// ClientIPv6Prefix is the prefix length by which IPv6 clients count as
 	// one for max_sessions_per_client and client_port_share: a host picks
 	// any address of its /64. Default 64; 1..128.
@@ -422,6 +429,7 @@ func Default() Config {
 			DrainTimeout:         DefaultDrainTimeout,
 			MaxLineBytes:         DefaultMaxLineBytes,
 			LoginTimeout:         DefaultLoginTimeout,
+			DataIdleTimeout:      DefaultDataIdleTimeout,
 			ClientIPv6Prefix:     DefaultClientIPv6Prefix,
 			ClientPortShare:      DefaultClientPortShare,
 		},

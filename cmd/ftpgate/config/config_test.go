@@ -115,6 +115,7 @@ func TestDefault(t *testing.T) {
 			DrainTimeout:         30 * time.Second,
 			MaxLineBytes:         4096,
 			LoginTimeout:         30 * time.Second,
+			DataIdleTimeout:      5 * time.Minute,
 			ClientIPv6Prefix:     64,
 			ClientPortShare:      50,
 		},
@@ -245,6 +246,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-sessions.yaml", `limits.max_sessions: must be at least 1, got 0`},
 		{"bad-max-sessions-per-client.yaml", `limits.max_sessions_per_client: must be at most limits.max_sessions (10), got 64`},
 		{"bad-idle-timeout.yaml", `limits.idle_timeout: must be positive, got 0s`},
+		{"bad-data-idle-timeout.yaml", `limits.data_idle_timeout: must not be negative (0 turns it off), got -1s`},
 		{"bad-data-timeout.yaml", `limits.data_timeout: must be positive, got -30s`},
 		{"bad-limits-clients.yaml", "3 problems:\n" +
 			"limits.login_timeout: must be positive, got 0s\n" +

@@ -522,6 +522,9 @@ func (l *Limits) validate() []error {
 	if l.LoginTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("limits.login_timeout: must be positive, got %s", l.LoginTimeout))
 	}
+	if l.DataIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("limits.data_idle_timeout: must not be negative (0 turns it off), got %s", l.DataIdleTimeout))
+	}
 	if l.ClientIPv6Prefix < 1 || l.ClientIPv6Prefix > 128 {
 		errs = append(errs, fmt.Errorf("limits.client_ipv6_prefix: must be from 1 to 128, got %d", l.ClientIPv6Prefix))
 	}
