@@ -138,10 +138,21 @@ func checkMetrics(t *testing.T, cells map[string]int) {
 			t.Errorf("%s = %v, want at least %d (the cells run)", series, got, n)
 		}
 	}
-	if got := value(`ftpgate_data_bytes_total{direction="to_client"}`); got < netlab.BigSize {
-		t.Errorf("ftpgate_data_bytes_total to_client = %v, want at least one 10 MiB file", got)
+	// Per listener: the data series of a relay listener count its bytes,
+	// and every listener's series exist (at zero if nothing happened).
+	var toClient, rewrites float64
+	for listener := range cells {
+		toClient += value(fmt.Sprintf(`ftpgate_data_bytes_total{direction="to_client",listener=%q}`, listener))
+		rewrites += value(fmt.Sprintf(`ftpgate_rewrites_total{kind="227",listener=%q}`, listener)) +
+			value(fmt.Sprintf(`ftpgate_rewrites_total{kind="229",listener=%q}`, listener))
+		if s := fmt.Sprintf(`ftpgate_rejections_total{listener=%q,reason="theft"} `, listener); !strings.Contains(metrics, s) {
+			t.Errorf("%s is missing: a listener's series exist from its start", s)
+		}
 	}
-	if value(`ftpgate_rewrites_total{kind="227"}`)+value(`ftpgate_rewrites_total{kind="229"}`) == 0 {
+	if toClient < netlab.BigSize {
+		t.Errorf("ftpgate_data_bytes_total to_client = %v over the listeners, want at least one 10 MiB file", toClient)
+	}
+	if rewrites == 0 {
 		t.Error("no 227 or 229 rewrites counted")
 	}
 	if !strings.Contains(metrics, "ftpgate_pinhole_op_duration_seconds_bucket") || !strings.Contains(metrics, "ftpgate_build_info") {

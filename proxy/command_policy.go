@@ -25,11 +25,11 @@ type refusal struct {
 func (ss *session) parseCommand(line []byte) (ftp.Command, *refusal) {
 	cmd, err := ftp.ParseCommand(line)
 	if err != nil {
-		ss.srv.Metrics.command("")
+		ss.srv.Metrics.command(ss.srv.Name, "")
 		ss.reject("command refused", "command_syntax", "err", err, "bytes", len(line))
 		return ftp.Command{}, &refusal{code: 500, text: "Syntax error: a command is a verb of letters, then a space and its arguments."}
 	}
-	ss.srv.Metrics.command(cmd.Verb)
+	ss.srv.Metrics.command(ss.srv.Name, cmd.Verb)
 	if cmd.Verb == "PROXY" && ss.srv.ProxyProtocol {
 		// A PROXY protocol header from a source that is not a trusted
 		// load balancer (a trusted one's was read before the session):

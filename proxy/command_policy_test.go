@@ -133,7 +133,7 @@ func TestReadOnlyAndDenyCommands(t *testing.T) {
 			t.Errorf("the server received %s %s", cmd.Verb, cmd.Arg)
 		}
 	}
-	if n := testutil.ToFloat64(m.rejections.WithLabelValues("policy")); n != float64(len(refused)+1) {
+	if n := testutil.ToFloat64(m.rejections.WithLabelValues(t.Name(), "policy")); n != float64(len(refused)+1) {
 		t.Errorf("ftpgate_rejections_total{reason=policy} = %v, want %d", n, len(refused)+1)
 	}
 }

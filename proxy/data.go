@@ -339,7 +339,7 @@ func (l *dataLink) run() {
 			return
 		}
 		ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
-		ss.srv.Metrics.dataConnection(RelayPath, "failed", 0, 0)
+		ss.srv.Metrics.dataConnection(ss.srv.Name, RelayPath, "failed", 0, 0)
 		return
 	}
 	ss.mu.Lock()
@@ -407,11 +407,11 @@ func (l *dataLink) watchKernel() {
 	case seen:
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded", "seen_by", seenBy)
-		ss.srv.Metrics.dataConnection(KernelPath, "forwarded", 0, 0)
+		ss.srv.Metrics.dataConnection(ss.srv.Name, KernelPath, "forwarded", 0, 0)
 	case cmd != "":
 		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
 			"pinhole", l.kernel.pinhole.String(), "outcome", "pinhole closed", "cause", context.Cause(l.ctx))
-		ss.srv.Metrics.dataConnection(KernelPath, "expired", 0, 0)
+		ss.srv.Metrics.dataConnection(ss.srv.Name, KernelPath, "expired", 0, 0)
 	default:
 		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
 	}
@@ -644,7 +644,7 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
 		"bytes_to_client", toClient, "bytes_to_server", toServer,
 		"seconds", time.Since(start).Seconds(), "outcome", outcome)
-	ss.srv.Metrics.dataConnection(RelayPath, outcome, toClient, toServer)
+	ss.srv.Metrics.dataConnection(ss.srv.Name, RelayPath, outcome, toClient, toServer)
 }
 
 // copyData copies src to dst. io.Copy between two connections that are

@@ -56,7 +56,7 @@ func TestAuthRefused(t *testing.T) {
 		t.Errorf("the server received AUTH: %v", h.verbs())
 	}
 	h.waitLog("command refused", "reason=tls_unavailable")
-	if n := testutil.ToFloat64(m.rejections.WithLabelValues("tls_unavailable")); n != 1 {
+	if n := testutil.ToFloat64(m.rejections.WithLabelValues(t.Name(), "tls_unavailable")); n != 1 {
 		t.Errorf("ftpgate_rejections_total{reason=tls_unavailable} = %v, want 1", n)
 	}
 }

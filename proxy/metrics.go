@@ -34,24 +34,72 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener", "outcome"}),
 		commands: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_commands_total",
-			Help: "Commands received from clients, by verb (verbs outside RFC 959 and its extensions count as OTHER).",
-		}, []string{"verb"}),
+			Help: "Commands received from clients, by listener and verb (verbs outside RFC 959 and its extensions count as OTHER).",
+		}, []string{"listener", "verb"}),
 		rewrites: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_rewrites_total",
-			Help: "Address-bearing messages that ftpgate wrote in place of the original: PORT, EPRT, PASV, EPSV to servers; 227, 229 to clients.",
-		}, []string{"kind"}),
+			Help: "Address-bearing messages that ftpgate wrote in place of the original, by listener and kind: PORT, EPRT, PASV, EPSV to servers; 227, 229 to clients.",
+		}, []string{"listener", "kind"}),
 		dataConns: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_data_connections_total",
-			Help: "Data connections ended, by path (relay, kernel), direction (download, upload, none) and outcome (ok, aborted, failed, forwarded, expired).",
-		}, []string{"path", "direction", "outcome"}),
+			Help: "Data connections ended, by listener, path (relay, kernel), direction (download, upload, none) and outcome (ok, aborted, idle, failed, forwarded, expired).",
+		}, []string{"listener", "path", "direction", "outcome"}),
 		dataBytes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_data_bytes_total",
-			Help: "Data bytes relayed, by direction (to_client, to_server). The kernel path relays none.",
-		}, []string{"direction"}),
+			Help: "Data bytes relayed, by listener and direction (to_client, to_server). The kernel path relays none.",
+		}, []string{"listener", "direction"}),
 		rejections: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_rejections_total",
-			Help: "Commands, sessions and data connections refused, by reason.",
-		}, []string{"reason"}),
+			Help: "Commands, sessions and data connections refused, by listener and reason (docs/security.md lists the reasons).",
+		}, []string{"listener", "reason"}),
+	}
+}
+
+// RejectionReasons are the values of ftpgate_rejections_total's reason
+// label (docs/security.md, "Refusal reasons", describes each).
+var RejectionReasons = []string{
+	"command_syntax", "unknown_verb", "unsolicited_reply", "unsupported",
+	"tls_unavailable", "tls", "tls_required", "tls_session_reuse", "server_tls",
+	"bounce", "low_port", "family", "syntax", "limit", "client_share",
+	"pool_exhausted", "pinhole_conflict", "data_port", "bad_reply", "theft",
+	"line_too_long", "allow_list", "proxy_protocol", "login_timeout",
+	"allow_clients", "policy",
+}
+
+// dataOutcomes are the outcomes of ftpgate_data_connections_total, by path.
+var dataOutcomes = map[DataPath][]string{
+	RelayPath:  {"ok", "aborted", "idle", "failed"},
+	KernelPath: {"forwarded", "expired"},
+}
+
+// InitListener creates every series of listener at zero, so that alerts
+// on absent() or on ratios work before the first session.
+func (m *Metrics) InitListener(listener string) {
+	if m == nil {
+		return
+	}
+	m.sessionsActive.WithLabelValues(listener)
+	for _, o := range []string{"ok", "error", "refused"} {
+		m.sessions.WithLabelValues(listener, o)
+	}
+	for _, v := range append(ftp.KnownVerbs(), "OTHER") {
+		m.commands.WithLabelValues(listener, v)
+	}
+	for _, k := range []string{"PORT", "EPRT", "PASV", "EPSV", "227", "229"} {
+		m.rewrites.WithLabelValues(listener, k)
+	}
+	for path, outcomes := range dataOutcomes {
+		for _, d := range []string{"download", "upload", "none"} {
+			for _, o := range outcomes {
+				m.dataConns.WithLabelValues(listener, path.String(), d, o)
+			}
+		}
+	}
+	for _, d := range []string{"to_client", "to_server"} {
+		m.dataBytes.WithLabelValues(listener, d)
+	}
+	for _, r := range RejectionReasons {
+		m.rejections.WithLabelValues(listener, r)
 	}
 }
 
@@ -82,34 +130,34 @@ func (m *Metrics) sessionEnded(listener string, err error, refused bool) {
 func (m *Metrics) sessionRefused(listener, reason string) {
 	if m != nil {
 		m.sessions.WithLabelValues(listener, "refused").Inc()
-		m.rejections.WithLabelValues(reason).Inc()
+		m.rejections.WithLabelValues(listener, reason).Inc()
 	}
 }
 
-func (m *Metrics) command(verb string) {
+func (m *Metrics) command(listener, verb string) {
 	if m == nil {
 		return
 	}
 	if !ftp.KnownVerb(verb) {
 		verb = "OTHER" // bounded: labels only for the verbs ftpgate knows
 	}
-	m.commands.WithLabelValues(verb).Inc()
+	m.commands.WithLabelValues(listener, verb).Inc()
 }
 
-func (m *Metrics) rewrite(kind string) {
+func (m *Metrics) rewrite(listener, kind string) {
 	if m != nil {
-		m.rewrites.WithLabelValues(kind).Inc()
+		m.rewrites.WithLabelValues(listener, kind).Inc()
 	}
 }
 
-func (m *Metrics) rejection(reason string) {
+func (m *Metrics) rejection(listener, reason string) {
 	if m != nil {
-		m.rejections.WithLabelValues(reason).Inc()
+		m.rejections.WithLabelValues(listener, reason).Inc()
 	}
 }
 
 // dataConnection counts one ended data connection and its bytes.
-func (m *Metrics) dataConnection(path DataPath, outcome string, toClient, toServer int64) {
+func (m *Metrics) dataConnection(listener string, path DataPath, outcome string, toClient, toServer int64) {
 	if m == nil {
 		return
 	}
@@ -120,7 +168,7 @@ func (m *Metrics) dataConnection(path DataPath, outcome string, toClient, toServ
 	case toServer > 0:
 		direction = "upload"
 	}
-	m.dataConns.WithLabelValues(path.String(), direction, outcome).Inc()
-	m.dataBytes.WithLabelValues("to_client").Add(float64(toClient))
-	m.dataBytes.WithLabelValues("to_server").Add(float64(toServer))
+	m.dataConns.WithLabelValues(listener, path.String(), direction, outcome).Inc()
+	m.dataBytes.WithLabelValues(listener, "to_client").Add(float64(toClient))
+	m.dataBytes.WithLabelValues(listener, "to_server").Add(float64(toServer))
 }

@@ -1,7 +1,12 @@
 package proxy
 
 import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -27,14 +32,14 @@ func TestMetrics(t *testing.T) {
 	}{
 		{m.sessions.WithLabelValues(t.Name(), "ok"), 1},
 		{m.sessionsActive.WithLabelValues(t.Name()), 0},
-		{m.commands.WithLabelValues("PASV"), 1},
-		{m.commands.WithLabelValues("RETR"), 1},
-		{m.rewrites.WithLabelValues("PASV"), 1},
-		{m.rewrites.WithLabelValues("227"), 1},
-		{m.rejections.WithLabelValues("bounce"), 1},
-		{m.dataConns.WithLabelValues("relay", "download", "ok"), 1},
-		{m.dataBytes.WithLabelValues("to_client"), float64(len(file))},
-		{m.dataBytes.WithLabelValues("to_server"), 0},
+		{m.commands.WithLabelValues(t.Name(), "PASV"), 1},
+		{m.commands.WithLabelValues(t.Name(), "RETR"), 1},
+		{m.rewrites.WithLabelValues(t.Name(), "PASV"), 1},
+		{m.rewrites.WithLabelValues(t.Name(), "227"), 1},
+		{m.rejections.WithLabelValues(t.Name(), "bounce"), 1},
+		{m.dataConns.WithLabelValues(t.Name(), "relay", "download", "ok"), 1},
+		{m.dataBytes.WithLabelValues(t.Name(), "to_client"), float64(len(file))},
+		{m.dataBytes.WithLabelValues(t.Name(), "to_server"), 0},
 	} {
 		if got := testutil.ToFloat64(tc.c); got != tc.want {
 			desc := make(chan *prometheus.Desc, 1)
@@ -45,4 +50,72 @@ func TestMetrics(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg); err != nil || n == 0 {
 		t.Errorf("gathering: %d metrics, %v", n, err)
 	}
+}
+
+// TestMetricsFromStart: once a listener serves, each of its series exists
+// at zero, before any session (absent() and ratio alerts work at once);
+// the rejection reasons are exactly those docs/security.md describes.
+func TestMetricsFromStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	newHarness(t, func(s *Server) { s.Metrics = m })
+	for _, series := range []string{
+		`ftpgate_sessions_total{listener="%s",outcome="error"}`,
+		`ftpgate_rejections_total{listener="%s",reason="theft"}`,
+		`ftpgate_rejections_total{listener="%s",reason="policy"}`,
+		`ftpgate_data_connections_total{direction="download",listener="%s",outcome="idle",path="relay"}`,
+		`ftpgate_data_connections_total{direction="none",listener="%s",outcome="expired",path="kernel"}`,
+		`ftpgate_data_bytes_total{direction="to_server",listener="%s"}`,
+		`ftpgate_commands_total{listener="%s",verb="STOR"}`,
+		`ftpgate_rewrites_total{kind="229",listener="%s"}`,
+		`ftpgate_sessions_active{listener="%s"}`,
+	} {
+		want := fmt.Sprintf(series, t.Name())
+		// Serve (in the harness's goroutine) creates them as it starts.
+		for i := 0; i < 100 && !gathered(t, reg, want); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !gathered(t, reg, want) {
+			t.Errorf("%s does not exist before the first session", want)
+		}
+	}
+
+	doc, err := os.ReadFile("../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(doc), "## Refusal reasons")
+	var documented []string
+	for line := range strings.Lines(table) {
+		if f := strings.Split(line, "|"); len(f) > 2 && strings.HasPrefix(strings.TrimSpace(f[1]), "`") {
+			documented = append(documented, strings.Trim(strings.TrimSpace(f[1]), "`"))
+		}
+	}
+	slices.Sort(documented)
+	reasons := slices.Sorted(slices.Values(RejectionReasons))
+	if !slices.Equal(documented, reasons) {
+		t.Errorf("docs/security.md documents reasons %v;\nRejectionReasons are %v", documented, reasons)
+	}
+}
+
+// gathered reports whether reg holds the series name{labels} (labels in
+// the exposition format's order, sorted by name).
+func gathered(t *testing.T, reg *prometheus.Registry, series string) bool {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if f.GetName()+"{"+strings.Join(labels, ",")+"}" == series {
+				return true
+			}
+		}
+	}
+	return false
 }

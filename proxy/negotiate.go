@@ -165,7 +165,7 @@ func (ss *session) negotiate(cs clientSide) error {
 		if ext {
 			verb = "EPSV"
 		}
-		ss.srv.Metrics.rewrite(verb)
+		ss.srv.Metrics.rewrite(ss.srv.Name, verb)
 		return ss.forward(ftp.AppendCommand(nil, verb, ""), expectation{
 			verb:      verb,
 			passive:   true,
@@ -189,7 +189,7 @@ func (ss *session) negotiate(cs clientSide) error {
 	if ext || !adv.Addr().Is4() {
 		verb, arg = "EPRT", nat.FormatEPRT(adv)
 	}
-	ss.srv.Metrics.rewrite(verb)
+	ss.srv.Metrics.rewrite(ss.srv.Name, verb)
 	return ss.forward(ftp.AppendCommand(nil, verb, arg), expectation{
 		verb:      verb,
 		intercept: func(reply []byte, code int) []byte { return ss.onActiveReply(cs, sp, reply, code) },
@@ -387,10 +387,10 @@ func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
 		port = r.First + (port - ss.srv.ClientPorts.Range().First)
 	}
 	if cs.verb == "PASV" {
-		ss.srv.Metrics.rewrite("227")
+		ss.srv.Metrics.rewrite(ss.srv.Name, "227")
 		return append([]byte(nat.Format227(netip.AddrPortFrom(ss.clientAdvertise(), port))), '\r', '\n')
 	}
-	ss.srv.Metrics.rewrite("229")
+	ss.srv.Metrics.rewrite(ss.srv.Name, "229")
 	return append([]byte(nat.Format229(port)), '\r', '\n')
 }
 

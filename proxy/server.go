@@ -362,6 +362,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.DataPath == KernelPath && (s.ServerMode != SameMode || s.Pinholes == nil) {
 		return errors.New("proxy: the kernel data path needs ServerMode SameMode and Pinholes")
 	}
+	s.Metrics.InitListener(s.Name)
 	// Sessions outlive ctx by the drain: they get their own context.
 	sessCtx, endSessions := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer endSessions(nil)

@@ -192,7 +192,7 @@ func (ss *session) serve(parent context.Context) {
 	// (The session's end logs the cause: ss.log is not for this goroutine.)
 	login := time.AfterFunc(ss.srv.loginTimeout(), func() {
 		if !ss.loggedIn.Load() {
-			ss.srv.Metrics.rejection("login_timeout")
+			ss.srv.Metrics.rejection(ss.srv.Name, "login_timeout")
 			ss.replyNow(421, "Login timeout, closing control connection.")
 			cancel(errLoginTimeout)
 		}
@@ -365,7 +365,7 @@ func (ss *session) startTLS() error {
 	}
 	tc, err := tlsServerHandshake(ss.ctx, ss.client, cfg, ss.srv.tlsHandshakeTimeout())
 	if err != nil {
-		ss.srv.Metrics.rejection("tls")
+		ss.srv.Metrics.rejection(ss.srv.Name, "tls")
 		return fmt.Errorf("implicit TLS: %w", err)
 	}
 	ss.client, ss.clientTLS = tc, true
@@ -775,7 +775,7 @@ func (ss *session) endIfDrainedLocked() {
 // reject logs a refusal at Warn with its reason and counts it.
 func (ss *session) reject(msg, reason string, attrs ...any) {
 	ss.log.Warn(msg, append([]any{"reason", reason}, attrs...)...)
-	ss.srv.Metrics.rejection(reason)
+	ss.srv.Metrics.rejection(ss.srv.Name, reason)
 }
 
 // drainClient half-closes the client connection after a final reply and

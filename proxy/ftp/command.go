@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -62,6 +64,11 @@ var knownVerbs = func() map[string]string {
 func KnownVerb(verb string) bool {
 	_, ok := knownVerbs[verb]
 	return ok
+}
+
+// KnownVerbs returns the verbs that ftpgate knows, sorted.
+func KnownVerbs() []string {
+	return slices.Sorted(maps.Keys(knownVerbs))
 }
 
 // Command is one parsed client command.
