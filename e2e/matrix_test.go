@@ -148,6 +148,13 @@ func checkMetrics(t *testing.T, cells map[string]int) {
 		if s := fmt.Sprintf(`ftpgate_rejections_total{listener=%q,reason="theft"} `, listener); !strings.Contains(metrics, s) {
 			t.Errorf("%s is missing: a listener's series exist from its start", s)
 		}
+		// Every transfer has ended, on either path.
+		for _, path := range []string{"relay", "kernel"} {
+			s := fmt.Sprintf(`ftpgate_transfers_active{listener=%q,path=%q}`, listener, path)
+			if got := value(s); got != 0 || !strings.Contains(metrics, s+" ") {
+				t.Errorf("%s = %v after the cells, want 0", s, got)
+			}
+		}
 	}
 	if toClient < netlab.BigSize {
 		t.Errorf("ftpgate_data_bytes_total to_client = %v over the listeners, want at least one 10 MiB file", toClient)

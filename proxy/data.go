@@ -597,7 +597,9 @@ func (s *Server) sourceAllowed(from, peer netip.Addr) bool {
 func (l *dataLink) relay(cc, sc net.Conn) {
 	ss := l.ss
 	ss.transfers.Add(1)
+	ss.srv.Metrics.transfers(ss.srv.Name, RelayPath, 1)
 	defer func() {
+		ss.srv.Metrics.transfers(ss.srv.Name, RelayPath, -1)
 		ss.lastTransfer.Store(time.Now().UnixNano())
 		ss.transfers.Add(-1)
 		ss.mu.Lock()

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy/ftp"
 )
 
@@ -18,11 +21,57 @@ type Metrics struct {
 	dataConns      *prometheus.CounterVec
 	dataBytes      *prometheus.CounterVec
 	rejections     *prometheus.CounterVec
+	// transfersActive counts the transfers running now: relayed data
+	// connections being copied, kernel-path transfers until their final
+	// reply.
+	transfersActive *prometheus.GaugeVec
+	// upstreamFailures counts sessions whose server could not be reached.
+	upstreamFailures *prometheus.CounterVec
+	// pools are the listeners' data port pools, read at each scrape.
+	pools *portPoolCollector
+}
+
+// portPoolCollector reports the data port pools of the running listeners:
+// how many ports each holds, and how many its range has.
+type portPoolCollector struct {
+	inUse, size *prometheus.Desc
+
+	mu    sync.Mutex
+	pools map[string][2]*nat.PortPool // by listener: client side, server side
+}
+
+func (c *portPoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.inUse
+	ch <- c.size
+}
+
+func (c *portPoolCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for listener, pools := range c.pools {
+		for i, side := range []string{"client", "server"} {
+			if pools[i] == nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(pools[i].InUse()), listener, side)
+			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(pools[i].Range().Len()), listener, side)
+		}
+	}
 }
 
 // NewMetrics registers the proxy's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
+	pools := &portPoolCollector{
+		inUse: prometheus.NewDesc("ftpgate_data_ports_in_use",
+			"Data ports held now (listening, or carrying a connection), by listener and side (client, server); pool exhaustion shows as ftpgate_rejections_total{reason=\"pool_exhausted\"}.",
+			[]string{"listener", "side"}, nil),
+		size: prometheus.NewDesc("ftpgate_data_ports",
+			"Data ports in the range, by listener and side (client, server).",
+			[]string{"listener", "side"}, nil),
+		pools: map[string][2]*nat.PortPool{},
+	}
+	reg.MustRegister(pools)
 	return &Metrics{
 		sessionsActive: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ftpgate_sessions_active",
@@ -48,6 +97,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ftpgate_data_bytes_total",
 			Help: "Data bytes relayed, by listener and direction (to_client, to_server). The kernel path relays none.",
 		}, []string{"listener", "direction"}),
+		transfersActive: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ftpgate_transfers_active",
+			Help: "Transfers running now, by listener and path: relayed data connections being copied; kernel-path transfers until their final reply.",
+		}, []string{"listener", "path"}),
+		upstreamFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpgate_upstream_dial_failures_total",
+			Help: "Sessions whose FTP server could not be reached (connect failed or timed out), by listener.",
+		}, []string{"listener"}),
+		pools: pools,
 		rejections: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_rejections_total",
 			Help: "Commands, sessions and data connections refused, by listener and reason (docs/security.md lists the reasons).",
@@ -100,6 +158,43 @@ func (m *Metrics) InitListener(listener string) {
 	}
 	for _, r := range RejectionReasons {
 		m.rejections.WithLabelValues(listener, r)
+	}
+	for path := range dataOutcomes {
+		m.transfersActive.WithLabelValues(listener, path.String())
+	}
+	m.upstreamFailures.WithLabelValues(listener)
+}
+
+// watchPorts reports listener's data port pools until the returned func
+// is called (unless a listener of the same name replaced them since).
+func (m *Metrics) watchPorts(listener string, client, server *nat.PortPool) (stop func()) {
+	if m == nil {
+		return func() {}
+	}
+	c := m.pools
+	mine := [2]*nat.PortPool{client, server}
+	c.mu.Lock()
+	c.pools[listener] = mine
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.pools[listener] == mine {
+			delete(c.pools, listener)
+		}
+	}
+}
+
+// transfers adds delta to the transfers running on path.
+func (m *Metrics) transfers(listener string, path DataPath, delta int) {
+	if m != nil && delta != 0 {
+		m.transfersActive.WithLabelValues(listener, path.String()).Add(float64(delta))
+	}
+}
+
+func (m *Metrics) upstreamFailure(listener string) {
+	if m != nil {
+		m.upstreamFailures.WithLabelValues(listener).Inc()
 	}
 }
 

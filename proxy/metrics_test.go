@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -101,6 +103,12 @@ func TestMetricsFromStart(t *testing.T) {
 // gathered reports whether reg holds the series name{labels} (labels in
 // the exposition format's order, sorted by name).
 func gathered(t *testing.T, reg *prometheus.Registry, series string) bool {
+	_, ok := seriesValue(t, reg, series)
+	return ok
+}
+
+// seriesValue returns the value of the gauge or counter series in reg.
+func seriesValue(t *testing.T, reg *prometheus.Registry, series string) (float64, bool) {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
@@ -112,10 +120,96 @@ func gathered(t *testing.T, reg *prometheus.Registry, series string) bool {
 			for _, l := range m.GetLabel() {
 				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
 			}
-			if f.GetName()+"{"+strings.Join(labels, ",")+"}" == series {
-				return true
+			if f.GetName()+"{"+strings.Join(labels, ",")+"}" != series {
+				continue
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue(), true
+			}
+			return m.GetCounter().GetValue(), true
 		}
 	}
-	return false
+	return 0, false
+}
+
+// TestMetricsLive: while a relayed RETR runs, ftpgate_transfers_active
+// is 1 and the client-side pool holds its port; both go back to 0 after.
+// A server that cannot be reached counts in
+// ftpgate_upstream_dial_failures_total and is logged at Warn.
+func TestMetricsLive(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t, func(s *Server) { s.Metrics = m })
+	h.fake.Script(func(s *fakeScript) { s.Throttle = 50 * time.Millisecond })
+	h.fake.SetFile("slow", randomBytes(51, 8*chunkSize)) // 8 chunks: 400 ms
+	series := func(format string) string { return fmt.Sprintf(format, t.Name()) }
+	value := func(name string) float64 {
+		t.Helper()
+		v, ok := seriesValue(t, reg, name)
+		if !ok {
+			t.Fatalf("no series %s", name)
+		}
+		return v
+	}
+	active := series(`ftpgate_transfers_active{listener="%s",path="relay"}`)
+	inUse := series(`ftpgate_data_ports_in_use{listener="%s",side="client"}`)
+
+	c := h.dial()
+	c.login() // the listener serves: its pools are reported
+	if n := value(series(`ftpgate_data_ports{listener="%s",side="client"}`)); n != float64(h.srv.ClientPorts.Range().Len()) {
+		t.Errorf("ftpgate_data_ports client = %v, want the range's %d", n, h.srv.ClientPorts.Range().Len())
+	}
+	p := c.negotiate("EPSV")
+	if n := value(inUse); n != 1 {
+		t.Errorf("client ports in use after EPSV = %v, want 1", n)
+	}
+	c.send("RETR slow")
+	dc := p.open()
+	buf := make([]byte, 1024)
+	if _, err := io.ReadFull(dc, buf); err != nil { // the transfer runs
+		t.Fatal(err)
+	}
+	if n := value(active); n != 1 {
+		t.Errorf("%s during the transfer = %v, want 1", active, n)
+	}
+	if _, err := io.Copy(io.Discard, dc); err != nil {
+		t.Fatal(err)
+	}
+	dc.Close()
+	c.expect(150)
+	c.expect(226)
+	c.quit()
+	h.sessionsEnded()
+	if n := value(active); n != 0 {
+		t.Errorf("%s after the transfer = %v, want 0", active, n)
+	}
+	if n := value(inUse); n != 0 {
+		t.Errorf("client ports in use after the session = %v, want 0", n)
+	}
+
+	// A server that is down.
+	down := newHarness(t, func(s *Server) {
+		s.Metrics = m
+		s.Name = t.Name() + "-down"
+		s.Upstream = closedAddr(t)
+	})
+	c = down.dial()
+	c.expect(421)
+	down.sessionsEnded()
+	down.waitLog("level=WARN", "FTP server unreachable")
+	if n := value(fmt.Sprintf(`ftpgate_upstream_dial_failures_total{listener="%s-down"}`, t.Name())); n != 1 {
+		t.Errorf("upstream dial failures = %v, want 1", n)
+	}
+}
+
+// closedAddr is a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

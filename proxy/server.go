@@ -363,6 +363,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("proxy: the kernel data path needs ServerMode SameMode and Pinholes")
 	}
 	s.Metrics.InitListener(s.Name)
+	defer s.Metrics.watchPorts(s.Name, s.ClientPorts, s.ServerPorts)()
 	// Sessions outlive ctx by the drain: they get their own context.
 	sessCtx, endSessions := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer endSessions(nil)

@@ -79,11 +79,14 @@ type session struct {
 	// transfers counts the transfers running now: relayed data
 	// connections copying, and kernel-path transfer commands (the data
 	// never passes ftpgate) until their final reply.
-	transfers  atomic.Int32
-	draining   atomic.Bool  // the server is stopping: end once idle
-	loggedIn   atomic.Bool  // the server has answered 230 (or 232)
-	drainCause error        // set before draining
-	pinholeSeq atomic.Int32 // numbers the session's pinholes
+	transfers atomic.Int32
+	// kernelTransfers are the kernel-path ones among them (for
+	// ftpgate_transfers_active).
+	kernelTransfers atomic.Int32
+	draining        atomic.Bool  // the server is stopping: end once idle
+	loggedIn        atomic.Bool  // the server has answered 230 (or 232)
+	drainCause      error        // set before draining
+	pinholeSeq      atomic.Int32 // numbers the session's pinholes
 	// lastTransfer is when the last data connection stopped copying, in
 	// Unix nanoseconds: the idle clock restarts then.
 	lastTransfer atomic.Int64
@@ -225,6 +228,8 @@ func (ss *session) serve(parent context.Context) {
 		attrs = append(attrs, "err", err)
 	}
 	ss.log.Info("session ended", attrs...)
+	// Kernel-path transfers whose final reply never came end with it.
+	ss.srv.Metrics.transfers(ss.srv.Name, KernelPath, -int(ss.kernelTransfers.Swap(0)))
 	ss.srv.Metrics.sessionEnded(ss.srv.Name, err, ss.refused)
 }
 
@@ -272,6 +277,8 @@ func (ss *session) run() error {
 	up, err := ss.srv.dial(dialCtx, "tcp", target)
 	cancelDial()
 	if err != nil {
+		ss.srv.Metrics.upstreamFailure(ss.srv.Name)
+		ss.log.Warn("FTP server unreachable", "server", target, "err", err)
 		ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
 		return fmt.Errorf("dialing server %s: %w", target, err)
 	}
@@ -576,6 +583,8 @@ func (ss *session) handleCommand(line []byte) error {
 			// control channel may be silent, until its final reply.
 			exp.kernelTransfer = true
 			ss.transfers.Add(1)
+			ss.kernelTransfers.Add(1)
+			ss.srv.Metrics.transfers(ss.srv.Name, KernelPath, 1)
 		}
 	}
 	return ss.forward(canonicalLine(line, cmd), exp)
@@ -626,6 +635,8 @@ func (ss *session) popLocked() expectation {
 	if exp.kernelTransfer {
 		ss.lastTransfer.Store(time.Now().UnixNano())
 		ss.transfers.Add(-1)
+		ss.kernelTransfers.Add(-1)
+		ss.srv.Metrics.transfers(ss.srv.Name, KernelPath, -1)
 	}
 	return exp
 }
