@@ -300,7 +300,7 @@ func (ss *session) run() error {
 			}
 			return err
 		}
-		if err := ss.setServerTLS(conn); err != nil {
+		if err := ss.setServer(conn); err != nil {
 			return err
 		}
 		greeted = true
@@ -379,8 +379,10 @@ func (ss *session) startTLS() error {
 	return nil
 }
 
-// setServer makes up the session's connection to the server, unless the
-// session has been cancelled meanwhile: then it closes up.
+// setServer makes up the session's connection to the server (first the
+// plain one, then, for TLS to the server, the TLS one over it, before the
+// pumps start), unless the session has been cancelled meanwhile: then it
+// closes up.
 func (ss *session) setServer(up net.Conn) error {
 	ss.serverMu.Lock()
 	defer ss.serverMu.Unlock()
@@ -389,19 +391,6 @@ func (ss *session) setServer(up net.Conn) error {
 		return context.Cause(ss.ctx)
 	}
 	ss.server = up
-	return nil
-}
-
-// setServerTLS replaces the connection to the server by conn, a TLS one
-// over it, before the pumps start.
-func (ss *session) setServerTLS(conn net.Conn) error {
-	ss.serverMu.Lock()
-	defer ss.serverMu.Unlock()
-	if err := ss.ctx.Err(); err != nil {
-		conn.Close()
-		return context.Cause(ss.ctx)
-	}
-	ss.server = conn
 	return nil
 }
 

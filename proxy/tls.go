@@ -264,14 +264,22 @@ func (ss *session) startServerTLS(up net.Conn) (net.Conn, []byte, error) {
 	up.SetDeadline(deadline)
 	defer up.SetDeadline(time.Time{})
 	conn := up
-	if ss.srv.UpstreamTLSMode == TLSImplicit {
+	// handshake makes conn a TLS connection over up, under the same
+	// deadline.
+	handshake := func() error {
 		tc, err := tlsClientHandshake(ss.ctx, up, cfg, ss.srv.tlsHandshakeTimeout())
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		tc.SetDeadline(deadline)
-		defer tc.SetDeadline(time.Time{})
 		conn = tc
+		return nil
+	}
+	defer func() { conn.SetDeadline(time.Time{}) }()
+	if ss.srv.UpstreamTLSMode == TLSImplicit {
+		if err := handshake(); err != nil {
+			return nil, nil, err
+		}
 	}
 	rr := ftp.NewReplyReader(conn, ss.srv.maxLineBytes())
 	greeting, code, err := readWholeReply(rr)
@@ -302,13 +310,9 @@ func (ss *session) startServerTLS(up net.Conn) (net.Conn, []byte, error) {
 		if rr.Buffered() > 0 {
 			return nil, greeting, fmt.Errorf("%w: bytes after its 234, before the handshake", errServerTLS)
 		}
-		tc, err := tlsClientHandshake(ss.ctx, up, cfg, ss.srv.tlsHandshakeTimeout())
-		if err != nil {
+		if err := handshake(); err != nil {
 			return nil, greeting, err
 		}
-		tc.SetDeadline(deadline)
-		defer tc.SetDeadline(time.Time{})
-		conn = tc
 		rr = ftp.NewReplyReader(conn, ss.srv.maxLineBytes())
 	}
 	for _, cmd := range []string{"PBSZ 0", "PROT P"} {
