@@ -89,11 +89,23 @@ func (s *Server) policyRefusal(cmd ftp.Command) *refusal {
 	if slices.Contains(s.DenyCommands, cmd.Verb) {
 		return &refusal{code: 502, text: cmd.Verb + " is not allowed through this gateway."}
 	}
-	if s.ReadOnly && slices.Contains(writeVerbs, cmd.Verb) {
+	if s.ReadOnly && (slices.Contains(writeVerbs, cmd.Verb) || setsModTime(cmd)) {
 		if cmd.Verb == "SITE" && strings.EqualFold(strings.Fields(cmd.Arg + " x")[0], "HELP") {
 			return nil
 		}
 		return &refusal{code: 550, text: "Permission denied: this gateway is read-only."}
 	}
 	return nil
+}
+
+// setsModTime reports whether cmd is MDTM in its writing form, "MDTM
+// YYYYMMDDHHMMSS[.sss] path", which vsftpd (mdtm_write) and others take as
+// setting the file's time rather than reading it.
+func setsModTime(cmd ftp.Command) bool {
+	if cmd.Verb != "MDTM" {
+		return false
+	}
+	stamp, _, ok := strings.Cut(cmd.Arg, " ")
+	stamp, _, _ = strings.Cut(stamp, ".")
+	return ok && len(stamp) == 14 && strings.Trim(stamp, "0123456789") == ""
 }

@@ -119,17 +119,19 @@ func TestReadOnlyAndDenyCommands(t *testing.T) {
 	c := h.dial()
 	c.login()
 	refused := []string{"STOR f", "APPE f", "STOU", "DELE f", "RMD d", "XRMD d", "MKD d", "XMKD d",
-		"RNFR f", "RNTO g", "MFMT 20260101000000 f", "SITE CHMOD 777 f", "site cpfr f"}
+		"RNFR f", "RNTO g", "MFMT 20260101000000 f", "SITE CHMOD 777 f", "site cpfr f",
+		"MDTM 20260101000000 f", "MDTM 20260101000000.123 f"}
 	for _, line := range refused {
 		c.cmd(line, 550)
 	}
 	c.cmd("NLST", 502)
 	c.cmd("SITE HELP", 500) // allowed: the fake server does not know SITE
+	c.cmd("MDTM f", 500)    // reading a time is allowed (the fake does not know MDTM)
 	sameContent(t, "RETR", c.retr("EPSV", "f"), file)
 	c.quit()
 	h.sessionsEnded()
 	for _, cmd := range h.fake.Commands() {
-		if slices.Contains(writeVerbs, cmd.Verb) && cmd.Arg != "HELP" || cmd.Verb == "NLST" {
+		if slices.Contains(writeVerbs, cmd.Verb) && cmd.Arg != "HELP" || cmd.Verb == "NLST" || cmd.Verb == "MDTM" && cmd.Arg != "f" {
 			t.Errorf("the server received %s %s", cmd.Verb, cmd.Arg)
 		}
 	}

@@ -250,7 +250,7 @@ type Listener struct {
 	AllowClients []string `yaml:"allow_clients"`
 	// ReadOnly refuses, with 550, every command that changes the server's
 	// files: STOR, STOU, APPE, DELE, RMD, MKD, RNFR, RNTO, MFMT, MFCT,
-	// MFF, and SITE but SITE HELP.
+	// MFF, MDTM with a time (which sets it), and SITE but SITE HELP.
 	ReadOnly bool `yaml:"read_only"`
 	// DenyCommands are verbs refused with 502, case does not matter.
 	DenyCommands []string `yaml:"deny_commands"`
