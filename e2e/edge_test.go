@@ -207,7 +207,7 @@ func TestKernelPathCopiesNothing(t *testing.T) {
 	if relaySockets != 4 {
 		t.Errorf("relay path: ftpgate held %d connections during the transfer, want 4 (control and data, both sides)", relaySockets)
 	}
-	if logCount(gw, `path=kernel mode=passive command="RETR 1g.bin"`, 1) == 0 {
+	if logCount(gw, `command=RETR path=1g.bin direction=download data_path=kernel mode=passive`, 1) == 0 {
 		t.Error("no kernel-path transfer line for the RETR")
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,8 @@ func matrix(t *testing.T, backend string) {
 	waitLog(t, gw, "firewall backend "+backend+":", 1)
 	baseline := openFDs(t, gw)
 	kernelCells := 0
-	cells := map[string]int{} // cells run per listener
+	cells := map[string]int{}   // cells run per listener
+	audited := map[string]int{} // RETR and STOR cells per "data path/verb"
 	for _, mode := range []struct {
 		name string
 		host string
@@ -71,6 +73,16 @@ func matrix(t *testing.T, backend string) {
 							kernelCells++
 						}
 						cells[listenerName(mode.host, mode.port)]++
+						dataPath := "relay"
+						if mode.port == portKernel {
+							dataPath = "kernel"
+						}
+						switch op {
+						case netlab.OpRetr, netlab.OpResume:
+							audited[dataPath+"/RETR"]++
+						case netlab.OpStor:
+							audited[dataPath+"/STOR"]++
+						}
 						cell := net4.Do(c, mode.host, mode.port, op)
 						if cell.Err != nil {
 							t.Fatalf("%v\n--- client log ---\n%s", cell.Err, tail(cell.Log, 60))
@@ -82,14 +94,59 @@ func matrix(t *testing.T, backend string) {
 	}
 	assertNoLeftovers(t, gw, baseline)
 	checkMetrics(t, cells)
+	checkTransferLines(t, gw, audited)
 	// Each kernel-path data connection was seen in conntrack, and its
 	// pinhole removed then, not at a timeout.
 	if n, want := logCount(gw, "outcome=forwarded", kernelCells), kernelCells; n < want {
 		t.Errorf("%d kernel-path transfers seen forwarded, want %d", n, want)
 		for line := range strings.Lines(gw.Stderr.String()) {
-			if strings.Contains(line, "path=kernel") && !strings.Contains(line, "outcome=forwarded") {
+			if strings.Contains(line, "data_path=kernel") && !strings.Contains(line, "outcome=forwarded") {
 				t.Logf("not forwarded: %s", strings.TrimSpace(line))
 			}
+		}
+	}
+}
+
+// checkTransferLines checks the audit trail: on both data paths, one
+// transfer line per RETR and STOR, with the user (every matrix client logs
+// in as anonymous), the command and the file as separate fields, the
+// direction, the server's final 226, and on the relay path the bytes.
+func checkTransferLines(t *testing.T, gw *netlab.Proc, want map[string]int) {
+	t.Helper()
+	got := map[string]int{}
+	for line := range strings.Lines(gw.Stderr.String()) {
+		if !strings.Contains(line, "msg=transfer") {
+			continue
+		}
+		field := func(k string) string {
+			_, v, _ := strings.Cut(line, " "+k+"=")
+			v, _, _ = strings.Cut(v, " ")
+			return strings.Trim(v, `"`)
+		}
+		verb, dataPath := field("command"), field("data_path")
+		// Clients that change directory first (curl) name the file alone.
+		var file, dir string
+		switch verb {
+		case "RETR":
+			file, dir = path.Base(netlab.BigFile), "download"
+		case "STOR":
+			file, dir = "", "upload"
+		default:
+			continue
+		}
+		name := field("path")
+		ok := field("user") == "anonymous" && name != "" && strings.HasSuffix(name, file) &&
+			field("direction") == dir && field("code") == "226" && field("outcome") != "" &&
+			(dataPath == "kernel" || field("bytes") != "0")
+		if !ok {
+			t.Errorf("transfer line without its audit fields: %s", strings.TrimSpace(line))
+			continue
+		}
+		got[dataPath+"/"+verb]++
+	}
+	for k, n := range want {
+		if got[k] < n {
+			t.Errorf("%d complete %s transfer lines, want %d (one per cell)", got[k], k, n)
 		}
 	}
 }
@@ -303,7 +360,7 @@ func TestKernelPathBurst(t *testing.T) {
 	if want := rounds * width; forwarded != want {
 		t.Errorf("%d kernel-path transfers logged forwarded, want %d", forwarded, want)
 		for line := range strings.Lines(log) {
-			if strings.Contains(line, "path=kernel") && !strings.Contains(line, "outcome=forwarded") {
+			if strings.Contains(line, "data_path=kernel") && !strings.Contains(line, "outcome=forwarded") {
 				t.Logf("not forwarded: %s", strings.TrimSpace(line))
 			}
 		}

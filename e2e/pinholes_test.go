@@ -123,7 +123,7 @@ func TestPinholeKernelPath(t *testing.T) {
 		checkPinholes(t, want, 10*time.Second)
 		c.Resume(t)
 		waitNoPinholes(t)
-		waitLog(t, gw, "path=kernel mode=passive", 1)
+		waitLog(t, gw, "data_path=kernel mode=passive", 1)
 	})
 }
 

@@ -222,6 +222,11 @@ type dataLink struct {
 	clientOK    atomic.Bool // the client end was connected
 
 	command string // the transfer command that used it; guarded by ss.mu
+	// transfer is that command's audit record, and result the link's end
+	// once known: whichever is set second completes the record's data
+	// half. Guarded by ss.mu.
+	transfer *transferRecord
+	result   *dataResult
 	// established is set once both ends are connected; guarded by ss.mu.
 	established bool
 	used        chan struct{} // closed when a transfer command uses the link
@@ -258,14 +263,46 @@ func (l *dataLink) setClientReady() { l.readyOnce.Do(func() { close(l.clientRead
 
 // useLocked records the transfer command that uses the link and restarts
 // its establishment timer. It runs with ss.mu held.
-func (l *dataLink) useLocked(command string, timeout time.Duration) {
+func (l *dataLink) useLocked(rec *transferRecord, timeout time.Duration) {
 	if l.command == "" {
 		close(l.used)
 	}
-	l.command = command
+	l.command = rec.t.Command
+	if rec.t.Path != "" {
+		l.command += " " + rec.t.Path
+	}
+	l.transfer, rec.link = rec, l
+	if l.result != nil {
+		rec.dataDone(*l.result)
+	}
 	if !l.established {
 		l.timer.Reset(timeout)
 	}
+}
+
+// finish records how the link ended, for its transfer command's record
+// (now, or when a command uses it). Only the first call counts.
+func (l *dataLink) finish(res dataResult) {
+	ss := l.ss
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if l.result != nil {
+		return
+	}
+	res.path, res.mode = l.dataPath(), l.mode
+	res.attrs = append([]any{"link", l.id}, res.attrs...)
+	l.result = &res
+	if l.transfer != nil {
+		l.transfer.dataDone(res)
+	}
+}
+
+// dataPath is the path the link's data takes.
+func (l *dataLink) dataPath() DataPath {
+	if l.kernel != nil {
+		return KernelPath
+	}
+	return RelayPath
 }
 
 // establishedLocked marks the link established (or finished): it no longer
@@ -310,6 +347,15 @@ func (l *dataLink) run() {
 		l.setClientReady()
 		l.timer.Stop()
 		l.cancel(nil)
+		// Unless it said otherwise, the link never carried data.
+		l.finish(dataResult{outcome: "failed"})
+		ss.mu.Lock()
+		if r := l.result; l.transfer == nil && r.toClient+r.toServer > 0 {
+			// Data moved, and no transfer command claimed it.
+			ss.log.Info("data connection without a transfer command", append([]any{
+				"bytes_to_client", r.toClient, "bytes_to_server", r.toServer}, r.attrs...)...)
+		}
+		ss.mu.Unlock()
 		l.client.close()
 		l.server.close()
 		if l.kernel != nil {
@@ -334,12 +380,17 @@ func (l *dataLink) run() {
 		ss.mu.Lock()
 		cmd := l.command
 		ss.mu.Unlock()
-		if cmd == "" && (errors.Is(err, errReplaced) || errors.Is(err, errDataTimeout)) {
+		switch {
+		case cmd == "" && (errors.Is(err, errReplaced) || errors.Is(err, errDataTimeout)):
 			ss.log.Debug("data connection unused", "link", l.id, "err", err)
-			return
+		case errors.Is(err, errTransferRefused):
+			// The server refused the command (550, say): no data
+			// connection was to come.
+			l.finish(dataResult{outcome: "refused"})
+		default:
+			ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
+			ss.srv.Metrics.dataConnection(ss.srv.Name, RelayPath, "failed", 0, 0)
 		}
-		ss.log.Warn("data connection failed", "link", l.id, "command", cmd, "err", err)
-		ss.srv.Metrics.dataConnection(ss.srv.Name, RelayPath, "failed", 0, 0)
 		return
 	}
 	ss.mu.Lock()
@@ -388,7 +439,7 @@ func (l *dataLink) watchKernel() {
 	cmd := l.command
 	ss.mu.Unlock()
 	seenBy := "event"
-	if !seen && cmd != "" && w != nil {
+	if !seen && cmd != "" && w != nil && !errors.Is(context.Cause(l.ctx), errTransferRefused) {
 		// Detached from the link's context, which is done: the lookup
 		// decides what the transfer line says.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), kernelLookupTimeout)
@@ -403,14 +454,15 @@ func (l *dataLink) watchKernel() {
 				"link", l.id, "pinhole", l.kernel.pinhole.String())
 		}
 	}
-	switch {
+	pinhole := l.kernel.pinhole.String()
+	switch cause := context.Cause(l.ctx); {
 	case seen:
-		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
-			"pinhole", l.kernel.pinhole.String(), "outcome", "forwarded", "seen_by", seenBy)
+		l.finish(dataResult{outcome: "forwarded", attrs: []any{"pinhole", pinhole, "seen_by", seenBy}})
 		ss.srv.Metrics.dataConnection(ss.srv.Name, KernelPath, "forwarded", 0, 0)
+	case cmd != "" && errors.Is(cause, errTransferRefused):
+		l.finish(dataResult{outcome: "refused", attrs: []any{"pinhole", pinhole}})
 	case cmd != "":
-		ss.log.Info("transfer", "link", l.id, "path", "kernel", "mode", l.mode, "command", cmd,
-			"pinhole", l.kernel.pinhole.String(), "outcome", "pinhole closed", "cause", context.Cause(l.ctx))
+		l.finish(dataResult{outcome: "expired", attrs: []any{"pinhole", pinhole, "cause", cause}})
 		ss.srv.Metrics.dataConnection(ss.srv.Name, KernelPath, "expired", 0, 0)
 	default:
 		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
@@ -616,12 +668,12 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		toServer, upErr = l.copyData(sc, cc)
+		toServer, upErr = l.copyData(sc, cc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_server"))
 		if upErr == nil {
 			idle.halt()
 		}
 	}()
-	toClient, downErr := l.copyData(cc, sc)
+	toClient, downErr := l.copyData(cc, sc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_client"))
 	if downErr == nil {
 		idle.halt()
 	}
@@ -639,24 +691,37 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 	}
 	cc.Close()
 	sc.Close()
-	ss.mu.Lock()
-	cmd := l.command
-	ss.mu.Unlock()
-	ss.log.Info("transfer", "link", l.id, "path", "relay", "mode", l.mode, "command", cmd,
-		"client_data", cc.RemoteAddr().String(), "server_data", sc.RemoteAddr().String(),
-		"bytes_to_client", toClient, "bytes_to_server", toServer,
-		"seconds", time.Since(start).Seconds(), "outcome", outcome)
+	l.finish(dataResult{clientData: cc.RemoteAddr().String(), serverData: sc.RemoteAddr().String(),
+		toClient: toClient, toServer: toServer, outcome: outcome,
+		attrs: []any{"data_seconds", time.Since(start).Seconds()}})
 	ss.srv.Metrics.dataConnection(ss.srv.Name, RelayPath, outcome, toClient, toServer)
 }
 
-// copyData copies src to dst. io.Copy between two connections that are
-// *net.TCPConn underneath splices on Linux: the data never enters user
-// space (a TLS connection, say, is copied through user space). On EOF it half-closes dst, and
-// bounds how long the other direction may take to finish; on an error it
-// resets both connections, so that neither peer mistakes an aborted
-// transfer for a complete one.
-func (l *dataLink) copyData(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
+// progressChunk is how much a relayed direction copies between two
+// additions to ftpgate_data_bytes_total, so that rate() is true while a
+// long transfer runs, not only once it ends.
+const progressChunk = 1 << 20
+
+// copyData copies src to dst, and counts what it copied with count as it
+// goes. io.Copy between two connections that are *net.TCPConn underneath
+// splices on Linux, chunk by chunk too (the limit of an io.LimitedReader
+// is passed to splice): the data never enters user space (a TLS
+// connection, say, is copied through user space). On EOF it half-closes
+// dst, and bounds how long the other direction may take to finish; on an
+// error it resets both connections, so that neither peer mistakes an
+// aborted transfer for a complete one.
+func (l *dataLink) copyData(dst, src net.Conn, count func(int64)) (int64, error) {
+	var n int64
+	var err error
+	for err == nil {
+		var k int64
+		k, err = io.CopyN(dst, src, progressChunk)
+		n += k
+		count(k)
+	}
+	if err == io.EOF {
+		err = nil // src ended before a chunk was full: the end of the data
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The other direction ended cleanly and this one had nothing

@@ -171,27 +171,54 @@ func TestKernelPathLateEvent(t *testing.T) {
 }
 
 // TestKernelPathNotConnected: a link that a transfer command used, whose
-// connection the kernel never made, is "pinhole closed"; so is one whose
-// lookup failed (logged), never "forwarded".
+// connection the kernel never made, is "expired"; so is one whose lookup
+// failed (logged), never "forwarded". Its transfer line comes when the
+// session ends, with no reply code: none came.
 func TestKernelPathNotConnected(t *testing.T) {
 	for _, failWith := range []error{nil, errors.New("netlink dump: permission denied")} {
 		r := &recordingPinholer{open: map[int]rules.Pinhole{}}
 		w := newFakeWatcher()
 		w.failWith = failWith
-		h := newHarness(t, withKernelPath(r, w))
+		h := newHarness(t, withKernelPath(r, w), func(s *Server) { s.DataTimeout = time.Second })
+		h.fake.SetFile("f", randomBytes(4, 4096))
 		c := h.dial()
 		c.login()
 		c.negotiate("EPSV")
-		c.cmd("RETR missing", 550) // the transfer command uses the link; no connection comes
-		c.quit()
+		c.send("RETR f") // the transfer command uses the link; no connection comes
+		if !eventually(5*time.Second, func() bool { _, open := r.state(); return open == 0 }) {
+			t.Fatal("the pinholes stayed open past data_timeout")
+		}
+		c.c.Close()
 		h.sessionsEnded()
-		h.waitLog("outcome=\"pinhole closed\"")
+		h.waitLog("msg=transfer", "command=RETR path=f", "code=0 outcome=expired")
 		if h.logged("outcome=forwarded") {
 			t.Errorf("lookup error %v: a connection never made was logged forwarded", failWith)
 		}
 		if failWith != nil {
 			h.waitLog("looking up a kernel-path data connection", "permission denied")
 		}
+	}
+}
+
+// TestKernelPathRefused: a transfer command the server refuses (550)
+// closes its pinholes at once, not at data_timeout, and its transfer line
+// says so, with the code, without asking the conntrack table.
+func TestKernelPathRefused(t *testing.T) {
+	r := &recordingPinholer{open: map[int]rules.Pinhole{}}
+	w := newFakeWatcher()
+	h := newHarness(t, withKernelPath(r, w), func(s *Server) { s.DataTimeout = time.Minute })
+	c := h.dial()
+	c.login()
+	c.negotiate("EPSV")
+	c.cmd("RETR missing", 550)
+	if !eventually(5*time.Second, func() bool { _, open := r.state(); return open == 0 }) {
+		t.Error("the pinholes stayed open after the server refused the transfer")
+	}
+	h.waitLog("msg=transfer", "command=RETR path=missing direction=download data_path=kernel", "code=550 outcome=refused")
+	c.quit()
+	h.sessionsEnded()
+	if n := w.lookupCount(); n != 0 {
+		t.Errorf("%d conntrack lookups for a refused transfer, want 0", n)
 	}
 }
 

@@ -251,7 +251,8 @@ func (m *Metrics) rejection(listener, reason string) {
 	}
 }
 
-// dataConnection counts one ended data connection and its bytes.
+// dataConnection counts one ended data connection (its bytes are counted
+// as they are copied: byteCounter).
 func (m *Metrics) dataConnection(listener string, path DataPath, outcome string, toClient, toServer int64) {
 	if m == nil {
 		return
@@ -264,6 +265,14 @@ func (m *Metrics) dataConnection(listener string, path DataPath, outcome string,
 		direction = "upload"
 	}
 	m.dataConns.WithLabelValues(listener, path.String(), direction, outcome).Inc()
-	m.dataBytes.WithLabelValues(listener, "to_client").Add(float64(toClient))
-	m.dataBytes.WithLabelValues(listener, "to_server").Add(float64(toServer))
+}
+
+// byteCounter returns what counts the bytes of one relayed direction
+// ("to_client" or "to_server") while they are copied.
+func (m *Metrics) byteCounter(listener, direction string) func(int64) {
+	if m == nil {
+		return func(int64) {}
+	}
+	c := m.dataBytes.WithLabelValues(listener, direction)
+	return func(n int64) { c.Add(float64(n)) }
 }

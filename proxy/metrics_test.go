@@ -202,6 +202,50 @@ func TestMetricsLive(t *testing.T) {
 	}
 }
 
+// TestBytesCountedWhileCopying: ftpgate_data_bytes_total grows while a
+// transfer runs (rate() is true during a long transfer), and ends equal
+// to the bytes copied.
+func TestBytesCountedWhileCopying(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t, func(s *Server) { s.Metrics = m })
+	toClient := m.dataBytes.WithLabelValues(t.Name(), "to_client")
+	c := h.dial()
+	c.login()
+	p := c.negotiate("PASV")
+	c.send("RETR " + endlessFile)
+	dc := p.open()
+	c.expect(150)
+	read := 0
+	buf := make([]byte, 64<<10)
+	dc.SetReadDeadline(time.Now().Add(ioTimeout))
+	for read < 4*progressChunk {
+		n, err := dc.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the transfer: %v", err)
+		}
+		read += n
+	}
+	// The transfer still runs: the server sends until the client goes.
+	if got := testutil.ToFloat64(toClient); got < progressChunk {
+		t.Errorf("to_client = %v after the client read %d bytes of a running transfer, want at least %d", got, read, progressChunk)
+	}
+	dc.Close()
+	c.expect(426)
+	c.quit()
+	h.sessionsEnded()
+	h.waitLog("msg=transfer", "command=RETR path="+endlessFile)
+	var logged int64
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, "msg=transfer") {
+			fmt.Sscanf(line[strings.Index(line, "bytes_to_client="):], "bytes_to_client=%d", &logged)
+		}
+	}
+	if got := testutil.ToFloat64(toClient); got != float64(logged) || logged < int64(read) {
+		t.Errorf("to_client = %v at the end, transfer line says %d, client read %d", got, logged, read)
+	}
+}
+
 // closedAddr is a loopback address where nothing listens.
 func closedAddr(t *testing.T) string {
 	t.Helper()

@@ -275,7 +275,7 @@ func (ss *session) onPassiveReply(cs clientSide, verb string, reply []byte, code
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
 		ss.negotiating--
-		ss.useNext = ""
+		ss.dropUseNextLocked()
 		return reply // the server's own words, e.g. "500 EPSV not understood"
 	}
 	var target netip.AddrPort
@@ -322,7 +322,7 @@ func (ss *session) onActiveReply(cs clientSide, sp *dataPort, reply []byte, code
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
 		ss.negotiating--
-		ss.useNext = ""
+		ss.dropUseNextLocked()
 		return reply
 	}
 	if cs.path == KernelPath {
@@ -372,9 +372,9 @@ func (ss *session) adoptLinkLocked(l *dataLink) {
 		ss.plan.release(errReplaced)
 		ss.plan = nil
 	}
-	if ss.useNext != "" {
+	if ss.useNext != nil {
 		l.useLocked(ss.useNext, ss.srv.dataTimeout())
-		ss.useNext = ""
+		ss.useNext = nil
 		return
 	}
 	ss.plan = l
@@ -399,7 +399,7 @@ func (ss *session) passiveReply(cs clientSide, port uint16) []byte {
 func (ss *session) failNegotiation(what string, err error) []byte {
 	ss.mu.Lock()
 	ss.negotiating--
-	ss.useNext = ""
+	ss.dropUseNextLocked()
 	ss.mu.Unlock()
 	ss.reject("data connection refused", dataPortRefusal(err), "err", fmt.Errorf("%s: %w", what, err))
 	return ftp.AppendReply(nil, 425, "Can't open data connection.")
@@ -423,20 +423,18 @@ func dataPortRefusal(err error) string {
 	return "data_port"
 }
 
-// useLink binds a transfer command to the negotiated data connection. It
-// reports false if there is none, and the command must not reach the server.
+// useLink binds a transfer command, with its audit record, to the
+// negotiated data connection. It reports false if there is none, and the
+// command must not reach the server.
 //
 // It also returns the link, if it exists yet (a pipelined command's link
 // comes with the reply being awaited).
-func (ss *session) useLink(cmd ftp.Command) (*dataLink, bool) {
+func (ss *session) useLink(cmd ftp.Command, rec *transferRecord) (*dataLink, bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	what := cmd.Verb
-	if cmd.Arg != "" {
-		what += " " + cmd.Arg
-	}
 	if ss.negotiating > 0 {
-		ss.useNext = what // pipelined: the reply being awaited creates the link
+		ss.dropUseNextLocked()
+		ss.useNext = rec // pipelined: the reply being awaited creates the link
 		return nil, true
 	}
 	l := ss.plan
@@ -445,8 +443,18 @@ func (ss *session) useLink(cmd ftp.Command) (*dataLink, bool) {
 		return nil, false
 	}
 	ss.plan = nil
-	l.useLocked(what, ss.srv.dataTimeout())
+	l.useLocked(rec, ss.srv.dataTimeout())
 	return l, true
+}
+
+// dropUseNextLocked gives up the pipelined transfer command waiting for a
+// link that will not come: its record says it never had a data connection.
+// It runs with mu held.
+func (ss *session) dropUseNextLocked() {
+	if ss.useNext != nil {
+		ss.useNext.dataDone(dataResult{path: ss.srv.DataPath, outcome: "failed"})
+		ss.useNext = nil
+	}
 }
 
 // dropPlan cancels a negotiated data connection that no command used.
@@ -457,7 +465,7 @@ func (ss *session) dropPlan(cause error) {
 		l.release(cause)
 		ss.plan = nil
 	}
-	ss.useNext = ""
+	ss.dropUseNextLocked()
 	ss.mu.Unlock()
 	if l != nil {
 		l.closePorts()

@@ -298,6 +298,11 @@ type Server struct {
 	// Metrics receives the proxy's counters. If nil, nothing is counted.
 	Metrics *Metrics
 
+	// OnTransfer, if set, receives the audit record of every transfer
+	// command (an xferlog writer, say) once the transfer line is logged.
+	// It is called with the session's locks held: it must not block.
+	OnTransfer func(Transfer)
+
 	// Limiter admits sessions; share one among the listeners of a process.
 	// If nil, sessions are not limited.
 	Limiter *SessionLimiter

@@ -26,12 +26,15 @@ var ErrShutdown = errors.New("ftpgate is shutting down")
 
 // Causes of a session's or a data link's end, as reported in logs.
 var (
-	errCloseGrace   = errors.New("peer did not close the control connection in time")
-	errDataTimeout  = errors.New("data connection not established in time")
-	errReplaced     = errors.New("replaced by a newer PASV/PORT")
-	errBadServer    = errors.New("bad reply from server")
-	errRefused      = errors.New("session refused")
-	errLoginTimeout = errors.New("not logged in within the login timeout")
+	errCloseGrace  = errors.New("peer did not close the control connection in time")
+	errDataTimeout = errors.New("data connection not established in time")
+	errReplaced    = errors.New("replaced by a newer PASV/PORT")
+	// errTransferRefused ends the link of a transfer command that the
+	// server refused (550, say) before its data connection was made.
+	errTransferRefused = errors.New("transfer command refused by the server")
+	errBadServer       = errors.New("bad reply from server")
+	errRefused         = errors.New("session refused")
+	errLoginTimeout    = errors.New("not logged in within the login timeout")
 )
 
 // session is one control connection from a client, proxied to the upstream
@@ -104,7 +107,13 @@ type session struct {
 	// has not arrived; a transfer command sent meanwhile (pipelined) will
 	// use the link that reply creates.
 	negotiating int
-	useNext     string // transfer command waiting for the link being negotiated
+	// useNext is the transfer command waiting for the link being
+	// negotiated.
+	useNext *transferRecord
+	// user is the name the client sent with USER (never the password),
+	// for the transfer lines; ascii, whether the last TYPE was A.
+	user  string
+	ascii bool
 	// clientTLS: the control connection to the client is in TLS; pbsz,
 	// protP: the client sent PBSZ, and PROT P (its data connections are
 	// TLS ones).
@@ -145,6 +154,9 @@ type expectation struct {
 	// positive reply waits until the link has its client end (see
 	// handleReplyLine).
 	link *dataLink
+	// transfer, for a transfer command, is its audit record: the final
+	// reply completes one half of it.
+	transfer *transferRecord
 }
 
 func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
@@ -207,6 +219,14 @@ func (ss *session) serve(parent context.Context) {
 	err := ss.run()
 	ss.cancel(err)
 	ss.wg.Wait()
+	// Transfer commands whose final reply never came: their lines say so.
+	ss.mu.Lock()
+	for _, exp := range ss.replies {
+		if exp.transfer != nil {
+			exp.transfer.replyDoneLocked(0)
+		}
+	}
+	ss.mu.Unlock()
 	ss.portsMu.Lock()
 	var left []*dataPort
 	for dp := range ss.ports {
@@ -259,6 +279,7 @@ func (ss *session) run() error {
 			return err
 		}
 		target, forwardUser = dst.String(), user
+		ss.setUser(user)
 		ss.log = ss.log.With("destination", target)
 	}
 	if ss.srv.transparent() {
@@ -559,14 +580,25 @@ func (ss *session) handleCommand(line []byte) error {
 		}
 		return ss.forward(telnetAbort, expectation{verb: cmd.Verb})
 	}
+	switch cmd.Verb {
+	case "USER":
+		ss.setUser(cmd.Arg)
+	case "TYPE":
+		// The representation type, for the transfer records (xferlog's
+		// "a" or "b"): TYPE A [N|T|C] is ASCII, TYPE I and L 8 binary.
+		ss.mu.Lock()
+		ss.ascii = strings.HasPrefix(strings.ToUpper(cmd.Arg), "A")
+		ss.mu.Unlock()
+	}
 	exp := expectation{verb: cmd.Verb}
 	if ftp.IsTransferCommand(cmd.Verb) {
-		l, ok := ss.useLink(cmd)
+		rec := ss.newTransferRecord(cmd.Verb, cmd.Arg)
+		l, ok := ss.useLink(cmd, rec)
 		if !ok {
 			ss.replyLocal(425, "Use PORT or PASV first.")
 			return nil
 		}
-		exp.link = l
+		exp.link, exp.transfer = l, rec
 		if l != nil && l.kernel != nil || l == nil && ss.srv.DataPath == KernelPath {
 			// The data goes past ftpgate: the transfer runs, and the
 			// control channel may be silent, until its final reply.
@@ -601,6 +633,13 @@ func (ss *session) replyLocal(code int, text string) {
 	ss.deliverLocalLocked()
 }
 
+// setUser records the name the client logs in with.
+func (ss *session) setUser(name string) {
+	ss.mu.Lock()
+	ss.user = name
+	ss.mu.Unlock()
+}
+
 // replyNow writes a reply at once, out of turn: for replies that end the
 // session.
 func (ss *session) replyNow(code int, text string) {
@@ -613,14 +652,24 @@ func (ss *session) replyNow(code int, text string) {
 func (ss *session) deliverLocalLocked() {
 	for len(ss.replies) > 0 && ss.replies[0].local != nil {
 		ss.writeClientLocked(ss.replies[0].local)
-		ss.popLocked()
+		ss.popLocked(ftp.ReplyCode(ss.replies[0].local))
 	}
 }
 
-func (ss *session) popLocked() expectation {
+// popLocked removes the head of the queue, answered with a final reply
+// code to the client.
+func (ss *session) popLocked(code int) expectation {
 	exp := ss.replies[0]
 	ss.replies[0] = expectation{}
 	ss.replies = ss.replies[1:]
+	if exp.transfer != nil {
+		if l := exp.transfer.link; l != nil && code >= 400 && !l.established {
+			// No data connection comes after a refusal: its ports and
+			// pinholes go now, not at data_timeout.
+			l.cancel(errTransferRefused)
+		}
+		exp.transfer.replyDoneLocked(code)
+	}
 	if exp.kernelTransfer {
 		ss.lastTransfer.Store(time.Now().UnixNano())
 		ss.transfers.Add(-1)
@@ -679,7 +728,7 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 			return err
 		}
 		if final && len(ss.replies) > 0 {
-			ss.popLocked()
+			ss.popLocked(rl.Code)
 			ss.deliverLocalLocked()
 			ss.endIfDrainedLocked()
 		}
@@ -700,7 +749,7 @@ func (ss *session) handleReplyLine(rl ftp.ReplyLine) error {
 	ss.mu.Unlock()
 	out := exp.intercept(held, rl.Code)
 	ss.mu.Lock()
-	ss.popLocked()
+	ss.popLocked(ftp.ReplyCode(out))
 	if err := ss.writeClientLocked(out); err != nil {
 		return err
 	}
@@ -740,7 +789,7 @@ func (ss *session) withholdLocked(rl ftp.ReplyLine) error {
 		ss.reject("reply withheld", "unsolicited_reply", "code", rl.Code, "answers", "nothing")
 		return nil
 	}
-	exp := ss.popLocked()
+	exp := ss.popLocked(502)
 	ss.reject("reply withheld", "unsolicited_reply", "code", rl.Code, "answers", exp.verb)
 	if err := ss.writeClientLocked(ftp.AppendReply(nil, 502,
 		"Reply withheld: the server answered with a data address that ftpgate did not ask for.")); err != nil {

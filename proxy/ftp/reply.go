@@ -92,6 +92,17 @@ func replyCode(body []byte) (int, bool) {
 	return int(body[0]-'0')*100 + int(body[1]-'0')*10 + int(body[2]-'0'), true
 }
 
+// ReplyCode is the code of a complete reply (as AppendReply builds it, or
+// as read from a server), or 0 if it does not start with one.
+func ReplyCode(reply []byte) int {
+	head := reply[:min(len(reply), 4)]
+	if len(head) == 4 && (head[3] == '\r' || head[3] == '\n') {
+		head = head[:3]
+	}
+	code, _ := replyCode(head)
+	return code
+}
+
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // quoted returns line cut to maxQuoted bytes, for quoting in an error.

@@ -262,3 +262,21 @@ func BenchmarkReplyReader(b *testing.B) {
 		}
 	}
 }
+
+func TestReplyCode(t *testing.T) {
+	for in, want := range map[string]int{
+		"226 Transfer complete.\r\n": 226,
+		"150-multi\r\n150 end\r\n":   150,
+		"426\r\n":                    426,
+		"550":                        550,
+		"":                           0,
+		"22":                         0,
+		"abc def\r\n":                0,
+		"2260 too long\r\n":          0,
+		"600 not a reply code\r\n":   0,
+	} {
+		if got := ReplyCode([]byte(in)); got != want {
+			t.Errorf("ReplyCode(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
