@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 # wget and tnftp (a classic interactive ftp client) are clients of the
 # interoperability matrix (e2e/interop_test.go). nftables and ipset: the
 # tests read the netlink backend's tables and sets back with nft and ipset.
-packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset)
+# podman and runc build and run the static image (make image, the sidecar
+# test), with ca-certificates' bundle in it. prometheus: its promtool checks
+# and unit-tests deploy/prometheus/'s alert rules (the daemon it also holds
+# is not started: no_daemons).
+packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset podman runc ca-certificates prometheus)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
 # ftp-server), so they are not installed (nor proftpd-mod-crypto, its

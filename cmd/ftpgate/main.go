@@ -44,6 +44,7 @@ const usage = `usage:
   ftpgate check --config FILE   validate FILE (exit 0 with a summary, 1 with every error)
   ftpgate cleanup --config FILE remove ftpgate's firewall chains and jumps (after a crash)
   ftpgate trace FILE            explain FTP data-connection failures from a capture (or --interface IF)
+  ftpgate manifests --config FILE  print Kubernetes Services for FILE's ports, each listed (--name NAME)
   ftpgate version               print the version
 `
 
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCleanup(args[1:], stdout, stderr)
 	case "trace":
 		return cmdTrace(args[1:], stdout, stderr)
+	case "manifests":
+		return cmdManifests(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -161,6 +164,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
+	notify := newNotifier(os.Getenv("NOTIFY_SOCKET"), log) // systemd's Type=notify
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
@@ -179,6 +183,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		select {
 		case sig := <-sigs:
 			log.Info("stopping", "signal", sig.String())
+			notify.send("STOPPING=1")
 			cancel(proxy.ErrShutdown) // first: serve checks ctx after it sets ready
 			ready.Store(false)
 		case <-ctx.Done():
@@ -204,7 +209,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fw.stop()
 		return 1
 	}
-	err = serve(ctx, path, cfg, log, fw, reg, &ready, hup)
+	err = serve(ctx, path, cfg, log, fw, reg, &ready, hup, notify)
 	// Every session has ended and closed its pinholes: remove the chains.
 	err = errors.Join(err, fw.stop())
 	logPinholeLatency(log, reg)
@@ -220,7 +225,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 // of them fails. On SIGHUP (hup) it reloads the configuration file at path
 // (see reload).
 func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logger, fw *firewall,
-	reg prometheus.Registerer, ready *atomic.Bool, hup <-chan os.Signal) error {
+	reg prometheus.Registerer, ready *atomic.Bool, hup <-chan os.Signal, notify notifier) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sup := &supervisor{
@@ -252,12 +257,16 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	ready.Store(true)
 	if ctx.Err() != nil { // a SIGTERM came during the start
 		ready.Store(false)
+	} else {
+		notify.send("READY=1") // listeners bound, firewall chains in place (cmdRun)
 	}
 	defer ready.Store(false)
 	for {
 		select {
 		case <-hup:
+			notify.reloading()
 			sup.reload(path)
+			notify.send("READY=1") // whatever the reload's outcome
 		case <-ctx.Done():
 			sup.wg.Wait()
 			if err := context.Cause(ctx); !errors.Is(err, proxy.ErrShutdown) {
