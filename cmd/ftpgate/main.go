@@ -242,6 +242,14 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	if err := reg.Register(sup.reloads); err != nil {
 		return fmt.Errorf("registering reload metrics: %w", err)
 	}
+	if cfg.Log.Xferlog != "" {
+		x, err := openXferlog(cfg.Log.Xferlog)
+		if err != nil {
+			return err
+		}
+		defer x.Close()
+		sup.xferlog = x
+	}
 	for _, r := range []string{"ok", "failed", "refused"} {
 		sup.reloads.WithLabelValues(r)
 	}
@@ -291,6 +299,9 @@ type supervisor struct {
 	reloads *prometheus.CounterVec
 	// certs are the TLS certificates of the listeners, re-read on SIGHUP.
 	certs *certificates
+	// xferlog, if log.xferlog is set, receives the file transfers; it is
+	// reopened on SIGHUP.
+	xferlog *xferlog
 	// ports is shared by every listener's data port pools, of every
 	// configuration generation: a port of an address is held by one
 	// pinhole at a time.
@@ -328,6 +339,13 @@ func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits co
 	}
 	srv.Pinholes = sup.fw.pinholes
 	srv.Metrics = sup.metrics
+	if x := sup.xferlog; x != nil {
+		srv.OnTransfer = func(t proxy.Transfer) {
+			if err := x.record(t); err != nil {
+				sup.log.Warn("transfer not written to the xferlog", "err", err)
+			}
+		}
+	}
 	if srv.DataPath == proxy.KernelPath {
 		if srv.Connections, err = sup.fw.connections(sup.log); err != nil {
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
@@ -447,6 +465,12 @@ func (sup *supervisor) reload(path string) {
 	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	sup.limiter.SetIPv6Prefix(cfg.Limits.ClientIPv6Prefix)
 	sup.certs.reload()
+	if sup.xferlog != nil {
+		// After log rotation moved it away.
+		if err := sup.xferlog.reopen(); err != nil {
+			sup.log.Error("reload: the xferlog stays where it was", "err", err)
+		}
+	}
 	wanted := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		wanted[lc.Name] = true

@@ -415,6 +415,11 @@ type Log struct {
 	// Format is "text" (default) for key=value lines or "json" for one JSON
 	// object per line.
 	Format string `yaml:"format"`
+	// Xferlog, if set, is a file (an absolute path) that receives one line
+	// per file transfer (RETR, STOR, APPE, STOU) in the classic xferlog
+	// format of wu-ftpd, vsftpd and ProFTPD, beside the "transfer" log
+	// line. ftpgate appends to it and reopens it on SIGHUP (log rotation).
+	Xferlog string `yaml:"xferlog"`
 }
 
 // Default returns the configuration used for everything a file leaves out.

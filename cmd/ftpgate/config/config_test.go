@@ -255,6 +255,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
 		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
+		{"bad-log-xferlog.yaml", `log.xferlog: "var/log/xferlog" must be an absolute path`},
 		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
 		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
 		{"bad-firewall-ttl.yaml", `firewall.pinhole_ttl: must be positive, got -1s`},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -545,6 +546,9 @@ func (l *Log) validate() []error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log.format: unknown value %q; use \"text\" or \"json\"", l.Format))
+	}
+	if l.Xferlog != "" && !filepath.IsAbs(l.Xferlog) {
+		errs = append(errs, fmt.Errorf("log.xferlog: %q must be an absolute path", l.Xferlog))
 	}
 	return errs
 }

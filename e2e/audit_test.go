@@ -1,0 +1,90 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpgate/ftpgate/e2e/netlab"
+)
+
+// TestAuditTrail: during a long download through vsftpd (curl at 64 MB/s,
+// 256 MiB: about 4 s) ftpgate's metrics, labelled with the listener, move
+// while the transfer runs; afterwards the transfer line carries the user,
+// the command and the path, and log.xferlog holds the classic line of the
+// download and of an upload.
+func TestAuditTrail(t *testing.T) {
+	xferlog := filepath.Join(t.TempDir(), "xferlog")
+	config := strings.Replace(spareConfig(withPinholes), "log: {level: debug, format: text}",
+		fmt.Sprintf("log: {level: debug, format: text, xferlog: %q}", xferlog), 1) +
+		"metrics: {listen: \"127.0.0.1:9121\"}\n"
+	gw := startFtpgate(t, config, portSpare)
+
+	series := func(name string) float64 {
+		t.Helper()
+		out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "5", "http://127.0.0.1:9121/metrics")
+		if err != nil {
+			t.Fatalf("GET /metrics: %v", err)
+		}
+		for line := range strings.Lines(out) {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && k == name {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		t.Fatalf("no series %s in /metrics", name)
+		return 0
+	}
+	bytesSeries := `ftpgate_data_bytes_total{direction="to_client",listener="spare"}`
+	activeSeries := `ftpgate_transfers_active{listener="spare",path="relay"}`
+
+	// Far more than the socket buffers hold: ftpgate relays all along.
+	done := slowBigRetr(t, "pub/audit-256m.bin")
+	waitLog(t, gw, "verb=RETR", 1)
+	time.Sleep(time.Second)
+	first, active := series(bytesSeries), series(activeSeries)
+	time.Sleep(time.Second)
+	second := series(bytesSeries)
+	if active != 1 || second <= first || second >= 256<<20 {
+		t.Errorf("during the download: %s %v then %v (want growing, below the file's size), %s = %v (want 1)",
+			bytesSeries, first, second, activeSeries, active)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the download: %v", err)
+	}
+	t.Logf("bytes counted 1 s and 2 s into the download: %.0f, %.0f", first, second)
+
+	up := netlab.ClientByName("curl EPSV")
+	if cell := net4.Do(up, netlab.GatewayOut, portSpare, netlab.OpStor); cell.Err != nil {
+		t.Fatalf("STOR: %v\n%s", cell.Err, tail(cell.Log, 30))
+	}
+	waitLog(t, gw, "command=STOR", 1)
+	if logCount(gw, "user=anonymous command=RETR path=audit-256m.bin direction=download data_path=relay mode=passive", 1) == 0 ||
+		logCount(gw, "bytes=268435456", 1) == 0 {
+		t.Error("no transfer line with the user, the command and the path of the download")
+	}
+
+	b, err := os.ReadFile(xferlog)
+	if err != nil {
+		t.Fatalf("reading the xferlog: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	want := []string{
+		fmt.Sprintf(" %s 268435456 audit-256m.bin b _ o a anonymous ftp 0 * c", netlab.ClientAddr),
+		" b _ i a anonymous ftp 0 * c",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("xferlog holds %d lines, want %d:\n%s", len(lines), len(want), b)
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) || len(strings.Fields(lines[i])) != 18 {
+			t.Errorf("xferlog line %d: %q, want 18 fields containing %q", i+1, lines[i], w)
+		}
+	}
+}
