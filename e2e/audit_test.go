@@ -88,3 +88,70 @@ func TestAuditTrail(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamFailover: a reverse listener with two upstreams, proftpd
+// first and vsftpd second. While proftpd runs, sessions get its greeting;
+// once it is stopped, they go to vsftpd (a download through it checked),
+// and ftpgate logs the dead one at WARN and counts the failed dial.
+func TestUpstreamFailover(t *testing.T) {
+	first, err := net4.StartServer(netlab.ProFTPD, 2200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			first.Stop()
+		}
+	})
+	config := strings.Replace(spareConfig(withPinholes), "    upstream: 198.18.1.2:21\n",
+		"    upstreams: [198.18.1.2:2200, 198.18.1.2:21]\n    upstream_hold_down: 1m\n", 1) +
+		"metrics: {listen: \"127.0.0.1:9121\"}\n"
+	gw := startFtpgate(t, config, portSpare)
+	greeting := func() string {
+		t.Helper()
+		script := fmt.Sprintf("import ftplib\nftp = ftplib.FTP(timeout=20)\nprint(ftp.connect(%q, %d))\nftp.close()\n",
+			netlab.GatewayOut, portSpare)
+		out, errOut, err := net4.Client.Exec(30*time.Second, nil, "python3", "-c", script)
+		if err != nil {
+			t.Fatalf("connecting: %v\n%s%s", err, out, errOut)
+		}
+		return strings.TrimSpace(out)
+	}
+	if g := greeting(); !strings.Contains(g, "ProFTPD") {
+		t.Fatalf("with both up, greeting %q, want the first upstream's (ProFTPD)", g)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	if g := greeting(); !strings.Contains(g, "vsFTPd") {
+		t.Errorf("with the first upstream stopped, greeting %q, want the second's (vsFTPd)", g)
+	}
+	if cell := net4.Do(netlab.ClientByName("curl EPSV"), netlab.GatewayOut, portSpare, netlab.OpRetr); cell.Err != nil {
+		t.Errorf("RETR through the second upstream: %v\n%s", cell.Err, tail(cell.Log, 30))
+	}
+	if logCount(gw, "FTP server unreachable", 1) == 0 || logCount(gw, "server=198.18.1.2:2200", 1) == 0 {
+		t.Error("the dead upstream was not logged")
+	}
+	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "5", "http://127.0.0.1:9121/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	// One failed dial: the hold-down (1m) keeps the dead one last for the
+	// RETR's session.
+	if !strings.Contains(out, `ftpgate_upstream_dial_failures_total{listener="spare"} 1`+"\n") {
+		t.Errorf("want ftpgate_upstream_dial_failures_total 1 for spare in:\n%s", grepLines(out, "upstream"))
+	}
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}

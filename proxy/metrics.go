@@ -25,7 +25,7 @@ type Metrics struct {
 	// connections being copied, kernel-path transfers until their final
 	// reply.
 	transfersActive *prometheus.GaugeVec
-	// upstreamFailures counts sessions whose server could not be reached.
+	// upstreamFailures counts failed connections to an FTP server.
 	upstreamFailures *prometheus.CounterVec
 	// pools are the listeners' data port pools, read at each scrape.
 	pools *portPoolCollector
@@ -103,7 +103,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener", "path"}),
 		upstreamFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_upstream_dial_failures_total",
-			Help: "Sessions whose FTP server could not be reached (connect failed or timed out), by listener.",
+			Help: "Connections to an FTP server that failed (refused or timed out), by listener: one per upstream tried.",
 		}, []string{"listener"}),
 		pools: pools,
 		rejections: f.NewCounterVec(prometheus.CounterOpts{

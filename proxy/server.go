@@ -134,6 +134,21 @@ type Server struct {
 	// empty in transparent mode.
 	Upstream string
 
+	// Upstreams, if set, replaces Upstream with several servers (a legacy
+	// pair, say): a session tries them in UpstreamPolicy's order, each
+	// within DataTimeout, and one that could not be reached is tried last
+	// for UpstreamHoldDown (if zero, DefaultUpstreamHoldDown).
+	Upstreams        []string
+	UpstreamPolicy   UpstreamPolicy
+	UpstreamHoldDown time.Duration
+
+	// UpstreamProxyProtocol, 1 or 2, sends a PROXY protocol header of that
+	// version first on each connection to the server, carrying the
+	// client's address and the one it connected to, so that a server that
+	// reads it (ProFTPD's mod_proxy_protocol, say) logs and limits by the
+	// real client. 0: none.
+	UpstreamProxyProtocol int
+
 	// OriginalDestination, if set, makes the listener transparent: it
 	// returns where an accepted connection was going before the firewall
 	// diverted it (SO_ORIGINAL_DST after REDIRECT, or the local address
@@ -320,8 +335,10 @@ type Server struct {
 	// its context is done. Zero: sessions are closed at once.
 	DrainTimeout time.Duration
 
-	wg       sync.WaitGroup // one per running session
-	mu       sync.Mutex     // guards sessions
+	wg            sync.WaitGroup // one per running session
+	upstreamState upstreamState
+
+	mu       sync.Mutex // guards sessions
 	sessions map[*session]struct{}
 }
 

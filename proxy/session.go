@@ -294,17 +294,25 @@ func (ss *session) run() error {
 		target = dst.String()
 		ss.log = ss.log.With("destination", target)
 	}
-	dialCtx, cancelDial := context.WithTimeout(ctx, ss.srv.dataTimeout())
-	up, err := ss.srv.dial(dialCtx, "tcp", target)
-	cancelDial()
+	targets, reverse := ss.reverseTargets()
+	if !reverse {
+		targets = []string{target}
+	}
+	up, err := ss.dialUpstream(targets, reverse)
 	if err != nil {
-		ss.srv.Metrics.upstreamFailure(ss.srv.Name)
-		ss.log.Warn("FTP server unreachable", "server", target, "err", err)
-		ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
-		return fmt.Errorf("dialing server %s: %w", target, err)
+		if ctx.Err() == nil {
+			ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
+		}
+		return err
 	}
 	if err := ss.setServer(up); err != nil {
 		return err
+	}
+	if ss.srv.UpstreamProxyProtocol != 0 {
+		if err := ss.sendProxyHeader(up); err != nil {
+			ss.replyNow(421, "Service not available, the FTP server cannot be reached.")
+			return err
+		}
 	}
 	ss.serverPeer, ss.serverLocal = addrPortOf(up.RemoteAddr()), addrPortOf(up.LocalAddr())
 	ss.log = ss.log.With("server", ss.serverPeer.String())

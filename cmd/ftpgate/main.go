@@ -368,7 +368,7 @@ func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits co
 		srv.ProxyProtocol = true
 	}
 	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, sock: sock, ln: ln}
-	to := lc.Upstream
+	to := strings.Join(lc.UpstreamList(), ", ")
 	switch lc.Mode {
 	case config.ModeTransparent:
 		to = "original destination (" + lc.Intercept + ")"
@@ -397,7 +397,7 @@ func (sup *supervisor) configureTLS(srv *proxy.Server, lc config.Listener) error
 	if u := lc.UpstreamTLS; u.Mode != config.TLSOff {
 		cfg := &tls.Config{ServerName: u.ServerName, MinVersion: tlsVersion(u.MinVersion)}
 		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(lc.Upstream)
+			host, _, err := net.SplitHostPort(lc.UpstreamList()[0])
 			if err != nil {
 				return fmt.Errorf("listener %s: upstream: %w", lc.Name, err)
 			}
@@ -548,19 +548,21 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		return nil, fmt.Errorf("listener %s: server_ports: %w", lc.Name, err)
 	}
 	srv := &proxy.Server{
-		Name:         lc.Name,
-		Upstream:     lc.Upstream,
-		ServerMode:   mode,
-		ClientPorts:  nat.NewSharedPortPool(clientPorts, ports),
-		ServerPorts:  nat.NewSharedPortPool(serverPorts, ports),
-		LoginTimeout: lim.LoginTimeout,
-		IdleTimeout:  lim.IdleTimeout,
-		DataTimeout:  lim.DataTimeout,
-		DataIdle:     lim.DataIdleTimeout,
-		DrainTimeout: lim.DrainTimeout,
-		MaxLineBytes: lim.MaxLineBytes,
-		Limiter:      limiter,
-		Logger:       log,
+		Name:             lc.Name,
+		Upstream:         lc.Upstream,
+		Upstreams:        lc.Upstreams,
+		UpstreamHoldDown: lc.UpstreamHoldDown,
+		ServerMode:       mode,
+		ClientPorts:      nat.NewSharedPortPool(clientPorts, ports),
+		ServerPorts:      nat.NewSharedPortPool(serverPorts, ports),
+		LoginTimeout:     lim.LoginTimeout,
+		IdleTimeout:      lim.IdleTimeout,
+		DataTimeout:      lim.DataTimeout,
+		DataIdle:         lim.DataIdleTimeout,
+		DrainTimeout:     lim.DrainTimeout,
+		MaxLineBytes:     lim.MaxLineBytes,
+		Limiter:          limiter,
+		Logger:           log,
 	}
 	srv.ClientPorts.SetOwnerShare(lim.ClientPortShare)
 	srv.ServerPorts.SetOwnerShare(lim.ClientPortShare)
@@ -577,6 +579,15 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		srv.ExtraVerbs = append(srv.ExtraVerbs, strings.ToUpper(v))
 	}
 	srv.ReadOnly = lc.ReadOnly
+	if lc.UpstreamPolicy == config.UpstreamRoundRobin {
+		srv.UpstreamPolicy = proxy.UpstreamsRoundRobin
+	}
+	switch lc.UpstreamProxyProtocol {
+	case "v1":
+		srv.UpstreamProxyProtocol = 1
+	case "v2":
+		srv.UpstreamProxyProtocol = 2
+	}
 	for _, v := range lc.DenyCommands {
 		srv.DenyCommands = append(srv.DenyCommands, strings.ToUpper(v))
 	}

@@ -53,6 +53,32 @@ const (
 	InterceptTPROXY = "tproxy"
 )
 
+// Orders of several upstreams (Listener.UpstreamPolicy).
+const (
+	UpstreamInOrder    = "in_order"
+	UpstreamRoundRobin = "round_robin"
+)
+
+// UpstreamList is the listener's upstreams: Upstreams, or Upstream alone.
+func (l *Listener) UpstreamList() []string {
+	if len(l.Upstreams) > 0 {
+		return l.Upstreams
+	}
+	if l.Upstream == "" {
+		return nil
+	}
+	return []string{l.Upstream}
+}
+
+// primaryUpstream is the first upstream, whose address family the data
+// settings are checked against (all are of one family).
+func (l *Listener) primaryUpstream() string {
+	if list := l.UpstreamList(); len(list) > 0 {
+		return list[0]
+	}
+	return ""
+}
+
 // Server modes (Data.ServerMode): how the proxy opens data connections
 // towards the server.
 const (
@@ -95,6 +121,8 @@ const (
 	DefaultLoginTimeout = 30 * time.Second
 	// DefaultDataIdleTimeout is the default Limits.DataIdleTimeout.
 	DefaultDataIdleTimeout = 5 * time.Minute
+	// DefaultUpstreamHoldDown is the default Listener.UpstreamHoldDown.
+	DefaultUpstreamHoldDown = 30 * time.Second
 	// DefaultClientIPv6Prefix is the default Limits.ClientIPv6Prefix.
 	DefaultClientIPv6Prefix = 64
 	// DefaultClientPortShare is the default Limits.ClientPortShare.
@@ -212,6 +240,24 @@ type Listener struct {
 	// to: host:port, where host is an IP address or a DNS name and port is
 	// 1..65535. Required in reverse mode, not allowed in transparent mode.
 	Upstream string `yaml:"upstream"`
+	// Upstreams, instead of Upstream, are several servers (a legacy pair,
+	// say), of one IP version: a session tries them in UpstreamPolicy's
+	// order until one answers, and one that could not be reached is tried
+	// last for UpstreamHoldDown.
+	Upstreams []string `yaml:"upstreams"`
+	// UpstreamPolicy is "in_order" (default: the first is the primary, the
+	// others stand in while it fails) or "round_robin" (each session
+	// starts at the next one).
+	UpstreamPolicy string `yaml:"upstream_policy"`
+	// UpstreamHoldDown is how long an upstream that could not be reached
+	// is tried after the others. Default 30s.
+	UpstreamHoldDown time.Duration `yaml:"upstream_hold_down"`
+	// UpstreamProxyProtocol, "v1" or "v2", sends a PROXY protocol header
+	// first on each connection to the server, with the client's address,
+	// so that a server that reads it (ProFTPD's mod_proxy_protocol, say)
+	// logs and limits by the real client rather than by ftpgate. Empty:
+	// none (default).
+	UpstreamProxyProtocol string `yaml:"upstream_proxy_protocol"`
 	// AllowDestinations are the networks (CIDR) a transparent or forward
 	// listener may connect to. Required in forward mode (else ftpgate
 	// would relay to any host on the Internet). In transparent mode, empty
@@ -503,6 +549,10 @@ func (l *Listener) applyDefaults() {
 	setDefault(&l.TLS.SessionReuse, ReuseRequired)
 	setDefault(&l.TLS.MinVersion, "1.2")
 	setDefault(&l.UpstreamTLS.Mode, TLSOff)
+	setDefault(&l.UpstreamPolicy, UpstreamInOrder)
+	if l.UpstreamHoldDown == 0 {
+		l.UpstreamHoldDown = DefaultUpstreamHoldDown
+	}
 	setDefault(&l.UpstreamTLS.MinVersion, "1.2")
 }
 
@@ -523,7 +573,7 @@ func (c *Config) Summary() string {
 		fmt.Fprintf(&b, "%d listeners: ", len(c.Listeners))
 	}
 	for _, l := range c.Listeners {
-		to := l.Upstream
+		to := strings.Join(l.UpstreamList(), ", ")
 		switch l.Mode {
 		case ModeTransparent:
 			to = "original destination (" + l.Intercept + ")"

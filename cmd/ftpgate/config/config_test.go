@@ -18,12 +18,13 @@ func TestLoadGood(t *testing.T) {
 	want := &Config{
 		Listeners: []Listener{
 			{
-				Name:        "public",
-				Listen:      "198.19.0.1:21",
-				Mode:        "reverse",
-				Upstream:    "198.18.1.2:21",
-				TLS:         defaultTLS,
-				UpstreamTLS: defaultUpstreamTLS,
+				Name:           "public",
+				Listen:         "198.19.0.1:21",
+				Mode:           "reverse",
+				Upstream:       "198.18.1.2:21",
+				TLS:            defaultTLS,
+				UpstreamTLS:    defaultUpstreamTLS,
+				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "same",
@@ -36,12 +37,13 @@ func TestLoadGood(t *testing.T) {
 				},
 			},
 			{
-				Name:        "passive_only",
-				Listen:      "198.19.0.1:2121",
-				Mode:        "reverse",
-				Upstream:    "ftp.example.net:21",
-				TLS:         defaultTLS,
-				UpstreamTLS: defaultUpstreamTLS,
+				Name:           "passive_only",
+				Listen:         "198.19.0.1:2121",
+				Mode:           "reverse",
+				Upstream:       "ftp.example.net:21",
+				TLS:            defaultTLS,
+				UpstreamTLS:    defaultUpstreamTLS,
+				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "passive",
@@ -52,12 +54,13 @@ func TestLoadGood(t *testing.T) {
 				},
 			},
 			{
-				Name:        "active-v6",
-				Listen:      "[2001:db8::1]:21",
-				Mode:        "reverse",
-				Upstream:    "[2001:db8:1::2]:21",
-				TLS:         defaultTLS,
-				UpstreamTLS: defaultUpstreamTLS,
+				Name:           "active-v6",
+				Listen:         "[2001:db8::1]:21",
+				Mode:           "reverse",
+				Upstream:       "[2001:db8:1::2]:21",
+				TLS:            defaultTLS,
+				UpstreamTLS:    defaultUpstreamTLS,
+				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
 					Path:           "relay",
 					ServerMode:     "active",
@@ -76,6 +79,7 @@ func TestLoadGood(t *testing.T) {
 				Intercept:         "redirect",
 				TLS:               defaultTLS,
 				UpstreamTLS:       defaultUpstreamTLS,
+				UpstreamPolicy:    "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
 					Path:           "kernel",
 					ServerMode:     "same",
@@ -160,8 +164,9 @@ func TestParseDefaults(t *testing.T) {
 					ClientPorts:    "40000-40999",
 					ServerPorts:    "50000-50999",
 				},
-				TLS:         defaultTLS,
-				UpstreamTLS: defaultUpstreamTLS,
+				TLS:            defaultTLS,
+				UpstreamTLS:    defaultUpstreamTLS,
+				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 			}}
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("Parse:\n got %+v\nwant %+v", *got, want)
@@ -213,7 +218,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-intercept.yaml", `listeners[0] (edge): intercept: unknown value "divert"; use "redirect" or "tproxy"`},
 		{"bad-reverse-allow.yaml", `listeners[0] (public): allow_destinations: only for transparent and forward modes; a reverse listener connects to its upstream`},
 		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse", "transparent" or "forward"`},
-		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode`},
+		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode (or upstreams, a list)`},
 		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
 		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
 		{"bad-extra-verbs.yaml", "2 problems:\nlisteners[0] (public): extra_verbs[1]: \"P@SW\": a verb is 1 to 16 letters\n" +
@@ -255,6 +260,12 @@ func TestLoadBad(t *testing.T) {
 		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
 		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
+		{"bad-upstreams-both.yaml", `listeners[0] (public): upstreams: upstream and upstreams both set; write the list in upstreams alone`},
+		{"bad-upstreams.yaml", "3 problems:\n" +
+			"listeners[0] (public): upstreams[1]: [2001:db8:1::2]:21 is IPv6, the first upstream IPv4; list servers of one IP version\n" +
+			"listeners[0] (public): upstreams[2]: 198.18.1.2:21 is listed twice\n" +
+			`listeners[0] (public): upstream_policy: unknown value "random"; use "in_order" or "round_robin"`},
+		{"bad-upstream-proxy-protocol.yaml", `listeners[0] (public): upstream_proxy_protocol: unknown value "v3"; use "v1" or "v2" (or leave it out)`},
 		{"bad-log-xferlog.yaml", `log.xferlog: "var/log/xferlog" must be an absolute path`},
 		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
 		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
@@ -270,7 +281,7 @@ line 10: unknown key "logging"`},
 		{"bad-many.yaml", `9 problems:
 listeners[0] (public): listen: invalid address "198.19.0.1": missing port
 listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"
-listeners[1] (public): upstream: required in reverse mode
+listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)
 listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"
 listeners[1] (public): data.client_ports: 80-90 starts below port 1024
 listeners[1] (public): name: "public" is already used by listeners[0]
@@ -326,7 +337,7 @@ func TestAllProblemsAtOnce(t *testing.T) {
 	want := []string{
 		`listeners[0] (public): listen: invalid address "198.19.0.1": missing port`,
 		`listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`,
-		`listeners[1] (public): upstream: required in reverse mode`,
+		`listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)`,
 		`listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"`,
 		`listeners[1] (public): data.client_ports: 80-90 starts below port 1024`,
 		`listeners[1] (public): name: "public" is already used by listeners[0]`,
@@ -351,6 +362,7 @@ listeners[0] (a): tls.session_reuse: required
 listeners[0] (a): tls.min_version: required
 listeners[0] (a): upstream_tls.mode: required
 listeners[0] (a): upstream_tls.min_version: required
+listeners[0] (a): upstream_policy: required
 listeners[0] (a): data.path: required
 listeners[0] (a): data.server_mode: required
 listeners[0] (a): data.server_commands: required

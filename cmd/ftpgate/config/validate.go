@@ -102,10 +102,17 @@ func (l *Listener) validate() []error {
 	case "":
 		add("mode", errors.New("required"))
 	case ModeReverse:
-		if l.Upstream == "" {
-			add("upstream", errors.New("required in reverse mode"))
-		} else if err := checkUpstream(l.Upstream); err != nil {
-			add("upstream", err)
+		switch {
+		case l.Upstream == "" && len(l.Upstreams) == 0:
+			add("upstream", errors.New("required in reverse mode (or upstreams, a list)"))
+		case l.Upstream != "" && len(l.Upstreams) > 0:
+			add("upstreams", errors.New("upstream and upstreams both set; write the list in upstreams alone"))
+		case l.Upstream != "":
+			if err := checkUpstream(l.Upstream); err != nil {
+				add("upstream", err)
+			}
+		default:
+			errs = append(errs, l.validateUpstreams()...)
 		}
 		if len(l.AllowDestinations) > 0 {
 			add("allow_destinations", errors.New("only for transparent and forward modes; a reverse listener connects to its upstream"))
@@ -117,6 +124,9 @@ func (l *Listener) validate() []error {
 			add("intercept", errors.New("only for transparent mode"))
 		}
 	case ModeTransparent:
+		if len(l.Upstreams) > 0 {
+			add("upstreams", errors.New("not allowed in transparent mode: each session goes to its original destination"))
+		}
 		if l.Upstream != "" {
 			add("upstream", errors.New("not allowed in transparent mode: each session goes to its original destination"))
 		}
@@ -131,6 +141,9 @@ func (l *Listener) validate() []error {
 			add("intercept", fmt.Errorf("unknown value %q; use %q or %q", l.Intercept, InterceptRedirect, InterceptTPROXY))
 		}
 	case ModeForward:
+		if len(l.Upstreams) > 0 {
+			add("upstreams", errors.New("not allowed in forward mode: the client names the server in USER name@host"))
+		}
 		if l.Upstream != "" {
 			add("upstream", errors.New("not allowed in forward mode: the client names the server in USER name@host"))
 		}
@@ -176,6 +189,21 @@ func (l *Listener) validate() []error {
 		}
 	}
 
+	switch l.UpstreamPolicy {
+	case "":
+		add("upstream_policy", errors.New("required"))
+	case UpstreamInOrder, UpstreamRoundRobin:
+	default:
+		add("upstream_policy", fmt.Errorf("unknown value %q; use %q or %q", l.UpstreamPolicy, UpstreamInOrder, UpstreamRoundRobin))
+	}
+	if l.UpstreamHoldDown < 0 {
+		add("upstream_hold_down", fmt.Errorf("must be positive, got %s", l.UpstreamHoldDown))
+	}
+	switch l.UpstreamProxyProtocol {
+	case "", "v1", "v2":
+	default:
+		add("upstream_proxy_protocol", fmt.Errorf("unknown value %q; use \"v1\" or \"v2\" (or leave it out)", l.UpstreamProxyProtocol))
+	}
 	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
 		add("trusted_proxies", errors.New("required with proxy_protocol: the load balancers whose headers to believe"))
 	}
@@ -217,7 +245,7 @@ func (l *Listener) validate() []error {
 		add("data.server_commands", errors.New("required"))
 	case "auto", "extended":
 	case "classic":
-		if up, err := netip.ParseAddrPort(l.Upstream); err == nil && !up.Addr().Unmap().Is4() {
+		if up, err := netip.ParseAddrPort(l.primaryUpstream()); err == nil && !up.Addr().Unmap().Is4() {
 			add("data.server_commands", fmt.Errorf("%q needs an IPv4 server: PASV and PORT carry IPv4 addresses only", d.ServerCommands))
 		}
 	default:
@@ -265,7 +293,7 @@ func (l *Listener) validate() []error {
 		case a.IsUnspecified():
 			add("data.server_address", fmt.Errorf("%s is unspecified; write the address the server should connect to", d.ServerAddress))
 		default:
-			if up, err := netip.ParseAddrPort(l.Upstream); err == nil && up.Addr().Unmap().Is4() != a.Unmap().Is4() {
+			if up, err := netip.ParseAddrPort(l.primaryUpstream()); err == nil && up.Addr().Unmap().Is4() != a.Unmap().Is4() {
 				add("data.server_address", fmt.Errorf("%s and upstream %s are of different IP versions", d.ServerAddress, up.Addr()))
 			}
 		}
@@ -348,6 +376,50 @@ func parseListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("invalid address %q: host must be an IP address (0.0.0.0 or [::] for all addresses)", s)
 	}
 	return netip.AddrPortFrom(a.Unmap(), port), nil
+}
+
+// validateUpstreams checks a reverse listener's list of upstreams: each
+// an address, no two alike, all IP addresses of one version (the data
+// settings are checked against it), and the policy for them.
+func (l *Listener) validateUpstreams() []error {
+	var errs []error
+	seen := map[string]bool{}
+	family := ""
+	for i, u := range l.Upstreams {
+		field := fmt.Sprintf("upstreams[%d]", i)
+		if err := checkUpstream(u); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			continue
+		}
+		if seen[u] {
+			errs = append(errs, fmt.Errorf("%s: %s is listed twice", field, u))
+		}
+		seen[u] = true
+		if ap, err := netip.ParseAddrPort(u); err == nil {
+			f := "IPv6"
+			if ap.Addr().Unmap().Is4() {
+				f = "IPv4"
+			}
+			if family != "" && f != family {
+				errs = append(errs, fmt.Errorf("%s: %s is %s, the first upstream %s; list servers of one IP version", field, u, f, family))
+			}
+			if family == "" {
+				family = f
+			}
+		}
+	}
+	if t := l.UpstreamTLS; t.Mode != TLSOff && t.ServerName == "" {
+		hosts := map[string]bool{}
+		for _, u := range l.Upstreams {
+			if h, _, err := splitAddress(u); err == nil {
+				hosts[h] = true
+			}
+		}
+		if len(hosts) > 1 {
+			errs = append(errs, errors.New("upstream_tls.server_name: required with upstreams on several hosts: the name their certificates are checked against"))
+		}
+	}
+	return errs
 }
 
 // checkUpstream checks an upstream address: an IP address or a DNS name,
@@ -616,7 +688,7 @@ func addrName(a netip.Addr) string {
 func serverFamilies(l Listener) (v4, v6 bool) {
 	switch l.Mode {
 	case ModeReverse:
-		if host, _, err := splitAddress(l.Upstream); err == nil {
+		if host, _, err := splitAddress(l.primaryUpstream()); err == nil {
 			if a, err := netip.ParseAddr(host); err == nil {
 				return a.Unmap().Is4(), !a.Unmap().Is4()
 			}
