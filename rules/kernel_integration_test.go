@@ -521,10 +521,17 @@ func TestIntegrationConntrackLookup(t *testing.T) {
 				}
 				t.Logf("%d of %d events not read yet when connect returned", late, n)
 				// The kernel filters the dump: it returns this port's
-				// connections only, not the whole table.
+				// connections only, not the whole table. (An earlier
+				// variant's run may have used the same ephemeral port: its
+				// connection, in TIME_WAIT, is in the table too.)
 				conns, err := c.src.lookup(context.Background(), newExpectKey(fam.peer, dsts[0]))
-				if err != nil || len(conns) != 1 || conns[0].key.to != dsts[0] {
-					t.Errorf("dump for %s = %v, %v; want its one connection", dsts[0], conns, err)
+				if err != nil || len(conns) == 0 || len(conns) >= n {
+					t.Errorf("dump for %s = %v, %v; want its connection alone", dsts[0], conns, err)
+				}
+				for _, conn := range conns {
+					if conn.key.to.Port() != dsts[0].Port() {
+						t.Errorf("dump for %s returned a connection to %s", dsts[0], conn.key.to)
+					}
 				}
 				for _, tt := range []struct {
 					what     string
