@@ -13,7 +13,7 @@ FUZZ     := nat:FuzzParsePORT nat:FuzzParseEPRT nat:FuzzParse227 nat:FuzzParse22
             nat:FuzzParseLPRT nat:FuzzParse228 nat:FuzzCheckDestination \
             proxy/ftp:FuzzParseCommand proxy/ftp:FuzzReplyReader
 
-.PHONY: all build deps lint unit fuzz-quick integration e2e test demo fuzz bench-pinholes bench bench-sessions check-config clean
+.PHONY: all build deps lint unit fuzz-quick integration e2e test demo fuzz bench-pinholes bench bench-rate bench-sessions check-config clean
 
 all: build
 
@@ -89,6 +89,11 @@ bench: deps build
 SESSIONS ?= 10000
 bench-sessions: build
 	$(GO) run ./e2e/benchsessions -ftpgate $(BIN) -sessions $(SESSIONS)
+
+# How close rate-limited downloads come to rate_limit (docs/rate-limit.md):
+# over loopback, about 10 s.
+bench-rate:
+	$(GO) test -run NONE -bench BenchmarkRateLimit -benchtime 1x ./proxy/
 
 check-config: build
 	$(BIN) check --config deploy/config.example.yaml

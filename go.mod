@@ -1,6 +1,6 @@
 module github.com/ftpgate/ftpgate
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/coreos/go-iptables v0.8.0
@@ -13,6 +13,7 @@ require (
 	github.com/ti-mo/netfilter v0.5.3
 	github.com/vishvananda/netlink v1.3.1
 	golang.org/x/sys v0.45.0
+	golang.org/x/time v0.16.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 

@@ -23,7 +23,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // ftpClient is a minimal FTP client for the tests. Its methods call
 // t.Fatal, so they must run on the test's goroutine.
 type ftpClient struct {
-	t  *testing.T
+	t  testing.TB
 	c  *net.TCPConn
 	rw net.Conn // what replies are read from and commands written to: c, or TLS over it
 	rr *ftp.ReplyReader
@@ -33,7 +33,7 @@ type ftpClient struct {
 }
 
 // dialFTP connects to addr from local ("" for any local address).
-func dialFTP(t *testing.T, addr, local string) *ftpClient {
+func dialFTP(t testing.TB, addr, local string) *ftpClient {
 	t.Helper()
 	d := net.Dialer{Timeout: ioTimeout}
 	if local != "" {
@@ -131,7 +131,7 @@ type dataPlan struct {
 	reply string
 	addr  netip.AddrPort // passive: where the client connects; active: its listener
 	ln    *net.TCPListener
-	t     *testing.T
+	t     testing.TB
 }
 
 // open connects (passive) or accepts (active) the data connection.

@@ -381,7 +381,9 @@ func (l *dataLink) run() {
 		cmd := l.command
 		ss.mu.Unlock()
 		switch {
-		case cmd == "" && (errors.Is(err, errReplaced) || errors.Is(err, errDataTimeout)):
+		case cmd == "":
+			// No transfer command used it: replaced, timed out, or its
+			// session ended.
 			ss.log.Debug("data connection unused", "link", l.id, "err", err)
 		case errors.Is(err, errTransferRefused):
 			// The server refused the command (550, say): no data
@@ -663,17 +665,18 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 
 	start := time.Now()
 	idle := l.watchIdle(cc, sc)
+	pace := ss.dataPacer()
 	var toServer int64
 	var upErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		toServer, upErr = l.copyData(sc, cc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_server"))
+		toServer, upErr = l.copyData(sc, cc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_server"), pace)
 		if upErr == nil {
 			idle.halt()
 		}
 	}()
-	toClient, downErr := l.copyData(cc, sc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_client"))
+	toClient, downErr := l.copyData(cc, sc, ss.srv.Metrics.byteCounter(ss.srv.Name, "to_client"), pace)
 	if downErr == nil {
 		idle.halt()
 	}
@@ -703,21 +706,25 @@ func (l *dataLink) relay(cc, sc net.Conn) {
 const progressChunk = 1 << 20
 
 // copyData copies src to dst, and counts what it copied with count as it
-// goes. io.Copy between two connections that are *net.TCPConn underneath
+// goes, paced by pace (rate_limit). io.Copy between two connections that are *net.TCPConn underneath
 // splices on Linux, chunk by chunk too (the limit of an io.LimitedReader
 // is passed to splice): the data never enters user space (a TLS
 // connection, say, is copied through user space). On EOF it half-closes
 // dst, and bounds how long the other direction may take to finish; on an
 // error it resets both connections, so that neither peer mistakes an
 // aborted transfer for a complete one.
-func (l *dataLink) copyData(dst, src net.Conn, count func(int64)) (int64, error) {
+func (l *dataLink) copyData(dst, src net.Conn, count func(int64), pace pacer) (int64, error) {
 	var n int64
 	var err error
+	chunk := pace.chunk()
 	for err == nil {
 		var k int64
-		k, err = io.CopyN(dst, src, progressChunk)
+		k, err = io.CopyN(dst, src, chunk)
 		n += k
 		count(k)
+		if perr := pace.pay(l.ctx, k); perr != nil && err == nil {
+			err = fmt.Errorf("waiting for the rate limit: %w", perr)
+		}
 	}
 	if err == io.EOF {
 		err = nil // src ended before a chunk was full: the end of the data

@@ -78,7 +78,7 @@ type fakeFTP struct {
 	closed   bool
 }
 
-func newFakeFTP(t *testing.T) *fakeFTP {
+func newFakeFTP(t testing.TB) *fakeFTP {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -271,6 +271,10 @@ func (s *fakeSession) do(cmd ftp.Command) bool {
 	case "USER":
 		s.reply(331, "Password required.")
 	case "PASS":
+		if cmd.Arg == "wrong" {
+			s.reply(530, "Login incorrect.")
+			break
+		}
 		s.reply(230, "Logged in.")
 	case "TYPE", "NOOP", "MODE", "STRU":
 		s.reply(200, cmd.Verb+" ok.")

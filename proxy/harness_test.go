@@ -59,7 +59,7 @@ func eventually(d time.Duration, cond func() bool) bool {
 
 var warmNet sync.Once
 
-func countFDs(t *testing.T) int {
+func countFDs(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -82,7 +82,7 @@ func listFDs() string {
 // checkLeaks records the number of goroutines and open descriptors, and
 // checks at the end of the test (after every later cleanup) that both are
 // back to where they were. Tests that use it must not run in parallel.
-func checkLeaks(t *testing.T) {
+func checkLeaks(t testing.TB) {
 	t.Helper()
 	warmNet.Do(func() {
 		// The runtime's network poller keeps descriptors open once
@@ -129,7 +129,7 @@ func (b *lockedBuffer) String() string {
 
 // harness is one proxy.Server on 127.0.0.1 in front of one fakeFTP.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	fake   *fakeFTP
 	srv    *Server
 	addr   string
@@ -142,7 +142,7 @@ type harness struct {
 
 // newHarness starts a fake server and a proxy in front of it, configured by
 // the functions given; it checks for leaks when the test ends.
-func newHarness(t *testing.T, configure ...func(*Server)) *harness {
+func newHarness(t testing.TB, configure ...func(*Server)) *harness {
 	t.Helper()
 	checkLeaks(t)
 	h := &harness{t: t, logs: new(lockedBuffer), served: make(chan error, 1)}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -25,6 +26,8 @@ type Metrics struct {
 	// connections being copied, kernel-path transfers until their final
 	// reply.
 	transfersActive *prometheus.GaugeVec
+	// throttled counts the seconds relays waited for rate_limit.
+	throttled *prometheus.CounterVec
 	// upstreamFailures counts failed connections to an FTP server.
 	upstreamFailures *prometheus.CounterVec
 	// pools are the listeners' data port pools, read at each scrape.
@@ -105,6 +108,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ftpgate_upstream_dial_failures_total",
 			Help: "Connections to an FTP server that failed (refused or timed out), by listener: one per upstream tried.",
 		}, []string{"listener"}),
+		throttled: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpgate_data_throttled_seconds_total",
+			Help: "Seconds that relayed data connections waited for the listener's rate_limit, by listener (summed over the connections).",
+		}, []string{"listener"}),
 		pools: pools,
 		rejections: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_rejections_total",
@@ -121,7 +128,7 @@ var RejectionReasons = []string{
 	"bounce", "low_port", "family", "syntax", "limit", "client_share",
 	"pool_exhausted", "pinhole_conflict", "data_port", "bad_reply", "theft",
 	"line_too_long", "allow_list", "proxy_protocol", "login_timeout",
-	"allow_clients", "policy",
+	"allow_clients", "policy", "login_throttle",
 }
 
 // dataOutcomes are the outcomes of ftpgate_data_connections_total, by path.
@@ -163,6 +170,17 @@ func (m *Metrics) InitListener(listener string) {
 		m.transfersActive.WithLabelValues(listener, path.String())
 	}
 	m.upstreamFailures.WithLabelValues(listener)
+	m.throttled.WithLabelValues(listener)
+}
+
+// throttleTimer returns what counts the time a relay of listener waited for
+// its rate limit.
+func (m *Metrics) throttleTimer(listener string) func(time.Duration) {
+	if m == nil {
+		return func(time.Duration) {}
+	}
+	c := m.throttled.WithLabelValues(listener)
+	return func(d time.Duration) { c.Add(d.Seconds()) }
 }
 
 // watchPorts reports listener's data port pools until the returned func

@@ -257,3 +257,36 @@ func closedAddr(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+// TestRateLimit: with rate_limit a relayed download is paced (its copy
+// waits for the token buckets, counted in
+// ftpgate_data_throttled_seconds_total) and arrives whole; how close the
+// rate comes to the limit is measured by BenchmarkRateLimit, not here.
+func TestRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		session, listener int64
+	}{
+		{"session", 256 << 10, 0},
+		{"listener", 0, 256 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m := NewMetrics(reg)
+			h := newHarness(t, func(s *Server) {
+				s.Metrics = m
+				s.SessionRate, s.ListenerRate = tc.session, tc.listener
+			})
+			file := randomBytes(61, 512<<10) // two seconds at the limit
+			h.fake.SetFile("f", file)
+			c := h.dial()
+			c.login()
+			sameContent(t, "RETR", c.retr("EPSV", "f"), file)
+			c.quit()
+			h.sessionsEnded()
+			if got := testutil.ToFloat64(m.throttled.WithLabelValues(t.Name())); got <= 0 {
+				t.Errorf("ftpgate_data_throttled_seconds_total = %v, want > 0: the copy never waited for the limit", got)
+			}
+		})
+	}
+}

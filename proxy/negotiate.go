@@ -477,6 +477,9 @@ func (ss *session) clientAdvertise() netip.Addr {
 	if ss.srv.ClientAddress.IsValid() {
 		return ss.srv.ClientAddress.Unmap()
 	}
+	if a := ss.srv.ClientAddressHost.Addr(); a.IsValid() {
+		return a
+	}
 	return ss.clientView()
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/rules"
+	"golang.org/x/time/rate"
 )
 
 // ServerMode says how ftpgate asks the upstream server for data connections,
@@ -257,6 +258,11 @@ type Server struct {
 	// always bind the address the client connected to.
 	ClientAddress netip.Addr
 
+	// ClientAddressHost, if set, is a DNS name whose IPv4 address is
+	// written in 227 replies instead (see ResolvedAddress); Serve keeps it
+	// resolved.
+	ClientAddressHost *ResolvedAddress
+
 	// ClientPorts are the ports ftpgate listens on for clients' data
 	// connections (passive mode towards the client). Required.
 	ClientPorts *nat.PortPool
@@ -313,6 +319,17 @@ type Server struct {
 	// Metrics receives the proxy's counters. If nil, nothing is counted.
 	Metrics *Metrics
 
+	// LoginThrottle refuses the sessions of a client that failed to log in
+	// too often. Share one among the listeners of a process. If nil, no
+	// throttle.
+	LoginThrottle *LoginThrottle
+
+	// SessionRate and ListenerRate, in bytes per second, pace the relayed
+	// data of each session and of all the listener's sessions together,
+	// both directions together (rate_limit). 0: no limit. The kernel path
+	// is not paced.
+	SessionRate, ListenerRate int64
+
 	// OnTransfer, if set, receives the audit record of every transfer
 	// command (an xferlog writer, say) once the transfer line is logged.
 	// It is called with the session's locks held: it must not block.
@@ -337,6 +354,8 @@ type Server struct {
 
 	wg            sync.WaitGroup // one per running session
 	upstreamState upstreamState
+	rateOnce      sync.Once
+	rate          *rate.Limiter // ListenerRate's bucket
 
 	mu       sync.Mutex // guards sessions
 	sessions map[*session]struct{}
@@ -386,6 +405,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.Metrics.InitListener(s.Name)
 	defer s.Metrics.watchPorts(s.Name, s.ClientPorts, s.ServerPorts)()
+	if r := s.ClientAddressHost; r != nil {
+		// Resolved while the listener serves; a retired listener's
+		// sessions keep the last address.
+		resolveCtx, stopResolving := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); r.Run(resolveCtx, s.logger().With("listener", s.Name)) }()
+		defer func() { stopResolving(); <-done }()
+	}
 	// Sessions outlive ctx by the drain: they get their own context.
 	sessCtx, endSessions := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer endSessions(nil)
@@ -488,6 +515,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		log.Warn("session refused", "reason", "allow_clients")
 		s.Metrics.sessionRefused(s.Name, "allow_clients")
 		refuse(c, 421, "Service not available from your address.")
+		return
+	}
+	if banned, until := s.LoginThrottle.Banned(ClientKey(client.Addr(), s.clientIPv6Prefix()), time.Now()); banned {
+		log.Warn("session refused", "reason", "login_throttle", "until", until.UTC().Format(time.RFC3339))
+		s.Metrics.sessionRefused(s.Name, "login_throttle")
+		refuse(c, 421, "Too many failed logins from your address, try again later.")
 		return
 	}
 	id, release := uint64(0), func() {}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy/ftp"
+	"golang.org/x/time/rate"
 )
 
 // ErrShutdown is the cancel cause that tells sessions the process is
@@ -35,6 +36,7 @@ var (
 	errBadServer       = errors.New("bad reply from server")
 	errRefused         = errors.New("session refused")
 	errLoginTimeout    = errors.New("not logged in within the login timeout")
+	errLoginThrottled  = errors.New("too many failed logins from this client")
 )
 
 // session is one control connection from a client, proxied to the upstream
@@ -130,6 +132,8 @@ type session struct {
 	// clientKey is the client as the per-client limits count it: its IPv4
 	// address or its IPv6 prefix.
 	clientKey netip.Prefix
+	// rate paces the session's relayed data (SessionRate); nil: no limit.
+	rate *rate.Limiter
 }
 
 // expectation is what one command in flight waits for.
@@ -176,6 +180,7 @@ func newSession(srv *Server, id uint64, c net.Conn, log *slog.Logger) *session {
 		ports:       make(map[*dataPort]struct{}),
 		armed:       make(map[*nat.PortPool]int),
 		clientKey:   ClientKey(addrPortOf(c.RemoteAddr()).Addr(), srv.clientIPv6Prefix()),
+		rate:        newByteLimiter(srv.SessionRate),
 	}
 }
 
@@ -670,6 +675,14 @@ func (ss *session) popLocked(code int) expectation {
 	exp := ss.replies[0]
 	ss.replies[0] = expectation{}
 	ss.replies = ss.replies[1:]
+	if code == 530 && (exp.verb == "USER" || exp.verb == "PASS") &&
+		ss.srv.LoginThrottle.Failed(ss.clientKey, time.Now()) {
+		// SECURITY: password guessing (docs/security.md).
+		failures, window, ban := ss.srv.LoginThrottle.limits()
+		ss.reject("failed logins: client refused for a while", "login_throttle",
+			"failures", failures, "window", window.String(), "ban", ban.String())
+		go ss.cancel(errLoginThrottled) // after the 530, queued
+	}
 	if exp.transfer != nil {
 		if l := exp.transfer.link; l != nil && code >= 400 && !l.established {
 			// No data connection comes after a refusal: its ports and

@@ -22,7 +22,7 @@ import (
 
 const fileSize = 1 << 20
 
-func sameContent(t *testing.T, what string, got, want []byte) {
+func sameContent(t testing.TB, what string, got, want []byte) {
 	t.Helper()
 	if g, w := sha256.Sum256(got), sha256.Sum256(want); g != w {
 		t.Errorf("%s: got %d bytes (sha256 %x), want %d bytes (sha256 %x)", what, len(got), g[:8], len(want), w[:8])

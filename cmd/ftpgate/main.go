@@ -231,6 +231,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	sup := &supervisor{
 		ctx: ctx, fail: cancel, log: log, fw: fw, metrics: proxy.NewMetrics(reg),
 		limiter: newLimiter(cfg.Limits),
+		logins:  proxy.NewLoginThrottle(cfg.Limits.LoginFailures, cfg.Limits.LoginFailureWindow, cfg.Limits.LoginBan),
 		ports:   nat.NewPortAllocator(),
 		certs:   newCertificates(log),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -294,6 +295,8 @@ type supervisor struct {
 	fw      *firewall
 	metrics *proxy.Metrics
 	limiter *proxy.SessionLimiter
+	// logins is the failed-login throttle, shared by every listener.
+	logins *proxy.LoginThrottle
 	// reloads counts SIGHUPs by result: ok, failed (some listener did not
 	// start; it runs on as it was), refused (the file failed the checks).
 	reloads *prometheus.CounterVec
@@ -339,6 +342,7 @@ func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits co
 	}
 	srv.Pinholes = sup.fw.pinholes
 	srv.Metrics = sup.metrics
+	srv.LoginThrottle = sup.logins
 	if x := sup.xferlog; x != nil {
 		srv.OnTransfer = func(t proxy.Transfer) {
 			if err := x.record(t); err != nil {
@@ -464,6 +468,7 @@ func (sup *supervisor) reload(path string) {
 	}
 	sup.limiter.SetLimits(cfg.Limits.MaxSessions, cfg.Limits.MaxSessionsPerClient)
 	sup.limiter.SetIPv6Prefix(cfg.Limits.ClientIPv6Prefix)
+	sup.logins.SetLimits(cfg.Limits.LoginFailures, cfg.Limits.LoginFailureWindow, cfg.Limits.LoginBan)
 	sup.certs.reload()
 	if sup.xferlog != nil {
 		// After log rotation moved it away.
@@ -566,8 +571,22 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	}
 	srv.ClientPorts.SetOwnerShare(lim.ClientPortShare)
 	srv.ServerPorts.SetOwnerShare(lim.ClientPortShare)
-	if srv.ClientAddress, err = optionalAddr(lc.Data.ClientAddress); err != nil {
-		return nil, fmt.Errorf("listener %s: client_address: %w", lc.Name, err)
+	if a := lc.Data.ClientAddress; a != "" {
+		if srv.ClientAddress, err = netip.ParseAddr(a); err != nil {
+			// A DNS name (config checked it): resolved while serving.
+			srv.ClientAddressHost = &proxy.ResolvedAddress{Host: a, Refresh: lc.Data.ClientAddressRefresh}
+		}
+	}
+	for _, r := range []struct {
+		value string
+		to    *int64
+	}{{lc.RateLimit.Session, &srv.SessionRate}, {lc.RateLimit.Listener, &srv.ListenerRate}} {
+		if r.value == "" {
+			continue
+		}
+		if *r.to, err = config.ParseByteRate(r.value); err != nil {
+			return nil, fmt.Errorf("listener %s: rate_limit: %w", lc.Name, err)
+		}
 	}
 	if srv.ServerAddress, err = optionalAddr(lc.Data.ServerAddress); err != nil {
 		return nil, fmt.Errorf("listener %s: server_address: %w", lc.Name, err)

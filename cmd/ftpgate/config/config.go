@@ -123,6 +123,13 @@ const (
 	DefaultDataIdleTimeout = 5 * time.Minute
 	// DefaultUpstreamHoldDown is the default Listener.UpstreamHoldDown.
 	DefaultUpstreamHoldDown = 30 * time.Second
+	// DefaultLoginFailureWindow and DefaultLoginBan are the defaults of
+	// Limits.LoginFailureWindow and Limits.LoginBan.
+	DefaultLoginFailureWindow = 5 * time.Minute
+	DefaultLoginBan           = 15 * time.Minute
+	// DefaultClientAddressRefresh is the default
+	// Data.ClientAddressRefresh.
+	DefaultClientAddressRefresh = time.Minute
 	// DefaultClientIPv6Prefix is the default Limits.ClientIPv6Prefix.
 	DefaultClientIPv6Prefix = 64
 	// DefaultClientPortShare is the default Limits.ClientPortShare.
@@ -300,6 +307,8 @@ type Listener struct {
 	ReadOnly bool `yaml:"read_only"`
 	// DenyCommands are verbs refused with 502, case does not matter.
 	DenyCommands []string `yaml:"deny_commands"`
+	// RateLimit bounds the bandwidth of relayed data connections.
+	RateLimit RateLimit `yaml:"rate_limit"`
 	// TLS configures TLS towards the listener's clients (FTPS).
 	TLS TLS `yaml:"tls"`
 	// UpstreamTLS configures TLS towards the listener's server.
@@ -384,8 +393,14 @@ type Data struct {
 	ServerCommands string `yaml:"server_commands"`
 	// ClientAddress is the IPv4 address written in 227 replies to clients.
 	// If empty, the address the client connected to is used. Set it when
-	// clients reach the proxy through NAT.
+	// clients reach the proxy through NAT. A DNS name (a home router's
+	// dynamic DNS name) is resolved to its IPv4 address at the start and
+	// again every ClientAddressRefresh; when a resolution fails, the last
+	// good address stays.
 	ClientAddress string `yaml:"client_address"`
+	// ClientAddressRefresh is how often a ClientAddress that is a DNS name
+	// is resolved again. Default 1m.
+	ClientAddressRefresh time.Duration `yaml:"client_address_refresh"`
 	// ClientPorts is the range of ports, "first-last", on which the proxy
 	// accepts data connections from clients (the ports written in 227 and
 	// 229 replies). Default "40000-40999"; ports below 1024 are refused.
@@ -451,6 +466,27 @@ type Limits struct {
 	// hold at once, in percent (at least one port). Default 50; 1..100
 	// (100: no limit).
 	ClientPortShare int `yaml:"client_port_share"`
+	// LoginFailures, if above 0, is how many failed logins (530 after USER
+	// or PASS) one client address may have within LoginFailureWindow;
+	// after that its new sessions are refused with 421 for LoginBan.
+	// Default 0 (off).
+	LoginFailures int `yaml:"login_failures"`
+	// LoginFailureWindow is the window of LoginFailures. Default 5m.
+	LoginFailureWindow time.Duration `yaml:"login_failure_window"`
+	// LoginBan is how long a client over LoginFailures is refused.
+	// Default 15m.
+	LoginBan time.Duration `yaml:"login_ban"`
+}
+
+// RateLimit bounds a listener's relayed data, in bytes per second, both
+// directions together: "10MB", "512KiB", "1GB" or a number of bytes (a
+// "/s" suffix may be written). Empty: no limit. The kernel data path
+// cannot be limited (its data never enters ftpgate).
+type RateLimit struct {
+	// Session is the limit of each session.
+	Session string `yaml:"session"`
+	// Listener is the limit of all the listener's sessions together.
+	Listener string `yaml:"listener"`
 }
 
 // Log configures the daemon's log.
@@ -483,6 +519,8 @@ func Default() Config {
 			DataIdleTimeout:      DefaultDataIdleTimeout,
 			ClientIPv6Prefix:     DefaultClientIPv6Prefix,
 			ClientPortShare:      DefaultClientPortShare,
+			LoginFailureWindow:   DefaultLoginFailureWindow,
+			LoginBan:             DefaultLoginBan,
 		},
 		Log: Log{
 			Level:  DefaultLogLevel,
@@ -550,6 +588,9 @@ func (l *Listener) applyDefaults() {
 	setDefault(&l.TLS.MinVersion, "1.2")
 	setDefault(&l.UpstreamTLS.Mode, TLSOff)
 	setDefault(&l.UpstreamPolicy, UpstreamInOrder)
+	if l.Data.ClientAddressRefresh == 0 {
+		l.Data.ClientAddressRefresh = DefaultClientAddressRefresh
+	}
 	if l.UpstreamHoldDown == 0 {
 		l.UpstreamHoldDown = DefaultUpstreamHoldDown
 	}

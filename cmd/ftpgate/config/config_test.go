@@ -26,14 +26,15 @@ func TestLoadGood(t *testing.T) {
 				UpstreamTLS:    defaultUpstreamTLS,
 				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
-					Path:           "relay",
-					ServerMode:     "same",
-					ServerCommands: "auto",
-					SourceCheck:    "strict",
-					ClientAddress:  "198.19.0.1",
-					ClientPorts:    "40000-40999",
-					ServerAddress:  "198.18.1.1",
-					ServerPorts:    "51000-51999",
+					ClientAddressRefresh: time.Minute,
+					Path:                 "relay",
+					ServerMode:           "same",
+					ServerCommands:       "auto",
+					SourceCheck:          "strict",
+					ClientAddress:        "198.19.0.1",
+					ClientPorts:          "40000-40999",
+					ServerAddress:        "198.18.1.1",
+					ServerPorts:          "51000-51999",
 				},
 			},
 			{
@@ -45,12 +46,13 @@ func TestLoadGood(t *testing.T) {
 				UpstreamTLS:    defaultUpstreamTLS,
 				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
-					Path:           "relay",
-					ServerMode:     "passive",
-					ServerCommands: "auto",
-					SourceCheck:    "strict",
-					ClientPorts:    "41000-41999",
-					ServerPorts:    "50000-50999",
+					ClientAddressRefresh: time.Minute,
+					Path:                 "relay",
+					ServerMode:           "passive",
+					ServerCommands:       "auto",
+					SourceCheck:          "strict",
+					ClientPorts:          "41000-41999",
+					ServerPorts:          "50000-50999",
 				},
 			},
 			{
@@ -62,13 +64,14 @@ func TestLoadGood(t *testing.T) {
 				UpstreamTLS:    defaultUpstreamTLS,
 				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
-					Path:           "relay",
-					ServerMode:     "active",
-					ServerCommands: "auto",
-					SourceCheck:    "strict",
-					ClientPorts:    "42000-42999",
-					ServerAddress:  "2001:db8:1::1",
-					ServerPorts:    "52000-52999",
+					ClientAddressRefresh: time.Minute,
+					Path:                 "relay",
+					ServerMode:           "active",
+					ServerCommands:       "auto",
+					SourceCheck:          "strict",
+					ClientPorts:          "42000-42999",
+					ServerAddress:        "2001:db8:1::1",
+					ServerPorts:          "52000-52999",
 				},
 			},
 			{
@@ -81,12 +84,13 @@ func TestLoadGood(t *testing.T) {
 				UpstreamTLS:       defaultUpstreamTLS,
 				UpstreamPolicy:    "in_order", UpstreamHoldDown: 30 * time.Second,
 				Data: Data{
-					Path:           "kernel",
-					ServerMode:     "same",
-					ServerCommands: "auto",
-					SourceCheck:    "strict",
-					ClientPorts:    "43000-43999",
-					ServerPorts:    "53000-53999",
+					ClientAddressRefresh: time.Minute,
+					Path:                 "kernel",
+					ServerMode:           "same",
+					ServerCommands:       "auto",
+					SourceCheck:          "strict",
+					ClientPorts:          "43000-43999",
+					ServerPorts:          "53000-53999",
 				},
 			},
 		},
@@ -100,6 +104,7 @@ func TestLoadGood(t *testing.T) {
 			LoginTimeout:         20 * time.Second,
 			ClientIPv6Prefix:     56,
 			ClientPortShare:      25,
+			LoginFailureWindow:   5 * time.Minute, LoginBan: 15 * time.Minute,
 		},
 		Log:      Log{Level: "debug", Format: "json"},
 		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
@@ -122,6 +127,7 @@ func TestDefault(t *testing.T) {
 			DataIdleTimeout:      5 * time.Minute,
 			ClientIPv6Prefix:     64,
 			ClientPortShare:      50,
+			LoginFailureWindow:   5 * time.Minute, LoginBan: 15 * time.Minute,
 		},
 		Log:      Log{Level: "info", Format: "text"},
 		Firewall: Firewall{Backend: "auto", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
@@ -157,12 +163,13 @@ func TestParseDefaults(t *testing.T) {
 				Mode:     "reverse",
 				Upstream: "ftp.example.net:21",
 				Data: Data{
-					Path:           "relay",
-					ServerMode:     "same",
-					ServerCommands: "auto",
-					SourceCheck:    "strict",
-					ClientPorts:    "40000-40999",
-					ServerPorts:    "50000-50999",
+					ClientAddressRefresh: time.Minute,
+					Path:                 "relay",
+					ServerMode:           "same",
+					ServerCommands:       "auto",
+					SourceCheck:          "strict",
+					ClientPorts:          "40000-40999",
+					ServerPorts:          "50000-50999",
 				},
 				TLS:            defaultTLS,
 				UpstreamTLS:    defaultUpstreamTLS,
@@ -234,7 +241,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
 		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
 		{"bad-client-address-ipv6.yaml", `listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
-		{"bad-client-address-invalid.yaml", `listeners[0] (public): data.client_address: invalid IP address "ftp.example.net"`},
+		{"bad-client-address-invalid.yaml", `listeners[0] (public): data.client_address: "ftp example net" is neither an IPv4 address nor a DNS name`},
 		{"bad-server-address-unspecified.yaml", `listeners[0] (public): data.server_address: 0.0.0.0 is unspecified; write the address the server should connect to`},
 		{"bad-server-address-family.yaml", `listeners[0] (public): data.server_address: 2001:db8:1::1 and upstream 198.18.1.2 are of different IP versions`},
 		{"bad-client-ports-syntax.yaml", `listeners[0] (public): data.client_ports: parsing port range "40999-40000": first port 40999 above last port 40000: value out of range`},
@@ -266,6 +273,10 @@ func TestLoadBad(t *testing.T) {
 			"listeners[0] (public): upstreams[2]: 198.18.1.2:21 is listed twice\n" +
 			`listeners[0] (public): upstream_policy: unknown value "random"; use "in_order" or "round_robin"`},
 		{"bad-upstream-proxy-protocol.yaml", `listeners[0] (public): upstream_proxy_protocol: unknown value "v3"; use "v1" or "v2" (or leave it out)`},
+		{"bad-rate-limit.yaml", "3 problems:\n" +
+			`listeners[0] (public): rate_limit.session: invalid rate "10 parsecs": write bytes per second, e.g. 10MB or 512KiB` + "\n" +
+			"listeners[0] (public): rate_limit.listener: not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it\n" +
+			"limits.login_ban: must be positive, got 0s"},
 		{"bad-log-xferlog.yaml", `log.xferlog: "var/log/xferlog" must be an absolute path`},
 		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
 		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
@@ -458,5 +469,18 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if len(cfg.Listeners) == 0 {
 		t.Error("config.example.yaml has no listeners")
+	}
+}
+
+func TestParseByteRate(t *testing.T) {
+	for in, want := range map[string]int64{
+		"10MB": 10_000_000, "512KiB": 512 << 10, "512 kib/s": 512 << 10, "1.5GB": 1_500_000_000,
+		"2000000": 2_000_000, "1GiB/s": 1 << 30, "": -1, "fast": -1, "10 MB per second": -1,
+		"100": -1, "NaN": -1, "-5MB": -1, "2TB": -1,
+	} {
+		got, err := ParseByteRate(in)
+		if want < 0 && err == nil || want >= 0 && (err != nil || got != want) {
+			t.Errorf("ParseByteRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
 	}
 }

@@ -189,6 +189,19 @@ func (l *Listener) validate() []error {
 		}
 	}
 
+	for _, r := range []struct{ field, value string }{
+		{"rate_limit.session", l.RateLimit.Session},
+		{"rate_limit.listener", l.RateLimit.Listener},
+	} {
+		if r.value == "" {
+			continue
+		}
+		if _, err := ParseByteRate(r.value); err != nil {
+			add(r.field, err)
+		} else if l.Data.Path == PathKernel {
+			add(r.field, errors.New("not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it"))
+		}
+	}
 	switch l.UpstreamPolicy {
 	case "":
 		add("upstream_policy", errors.New("required"))
@@ -278,8 +291,13 @@ func (l *Listener) validate() []error {
 		// 227 carries IPv4 only (RFC 959); clients on IPv6 use EPSV,
 		// whose 229 reply carries no address.
 		switch a, err := netip.ParseAddr(d.ClientAddress); {
+		case err != nil && validHostname(d.ClientAddress):
+			// A DNS name, resolved at run time (dynamic DNS).
+			if d.ClientAddressRefresh <= 0 {
+				add("data.client_address_refresh", fmt.Errorf("must be positive, got %s", d.ClientAddressRefresh))
+			}
 		case err != nil:
-			add("data.client_address", fmt.Errorf("invalid IP address %q", d.ClientAddress))
+			add("data.client_address", fmt.Errorf("%q is neither an IPv4 address nor a DNS name", d.ClientAddress))
 		case !a.Unmap().Is4():
 			add("data.client_address", fmt.Errorf("%s is not an IPv4 address; 227 replies carry IPv4 only", d.ClientAddress))
 		case a.IsUnspecified():
@@ -420,6 +438,38 @@ func (l *Listener) validateUpstreams() []error {
 		}
 	}
 	return errs
+}
+
+// byteUnits are the units of ParseByteRate.
+var byteUnits = []struct {
+	suffix string
+	n      float64
+}{
+	{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+}
+
+// ParseByteRate parses a rate in bytes per second: a number with an
+// optional unit (B, KB, MB, GB, KiB, MiB, GiB; the case does not matter)
+// and an optional "/s": "10MB", "512 KiB/s", "2000000".
+func ParseByteRate(s string) (int64, error) {
+	v := strings.ToUpper(strings.TrimSpace(s))
+	v = strings.TrimSpace(strings.TrimSuffix(v, "/S"))
+	mult := 1.0
+	for _, u := range byteUnits {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(n), u.n
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil || f != f:
+		return 0, fmt.Errorf("invalid rate %q: write bytes per second, e.g. 10MB or 512KiB", s)
+	case f*mult < 1024 || f*mult > 1e12:
+		return 0, fmt.Errorf("rate %q out of range: from 1KiB to 1TB per second", s)
+	}
+	return int64(f * mult), nil
 }
 
 // checkUpstream checks an upstream address: an IP address or a DNS name,
@@ -600,6 +650,15 @@ func (l *Limits) validate() []error {
 	}
 	if l.ClientIPv6Prefix < 1 || l.ClientIPv6Prefix > 128 {
 		errs = append(errs, fmt.Errorf("limits.client_ipv6_prefix: must be from 1 to 128, got %d", l.ClientIPv6Prefix))
+	}
+	if l.LoginFailures < 0 {
+		errs = append(errs, fmt.Errorf("limits.login_failures: must not be negative (0 turns it off), got %d", l.LoginFailures))
+	}
+	if l.LoginFailures > 0 && l.LoginFailureWindow <= 0 {
+		errs = append(errs, fmt.Errorf("limits.login_failure_window: must be positive, got %s", l.LoginFailureWindow))
+	}
+	if l.LoginFailures > 0 && l.LoginBan <= 0 {
+		errs = append(errs, fmt.Errorf("limits.login_ban: must be positive, got %s", l.LoginBan))
 	}
 	if l.ClientPortShare < 1 || l.ClientPortShare > 100 {
 		errs = append(errs, fmt.Errorf("limits.client_port_share: must be from 1 to 100 (percent), got %d", l.ClientPortShare))
