@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,4 +155,73 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestUpstreamProxyProtocol: with upstream_proxy_protocol v1 and v2,
+// ftpgate's connection to the server starts with a PROXY header that
+// haproxy, the protocol's reference parser (accept-proxy, in the server's
+// namespace, in front of vsftpd), reads as the real client's address and
+// the address it connected to, logs, and passes on: the login through it
+// works. (Debian's vsftpd, pure-ftpd and proftpd builds do not read the
+// PROXY protocol; ProFTPD does with the third-party mod_proxy_protocol.)
+// Only the control connection is checked: vsftpd refuses data
+// connections from another address than the control connection's, which
+// here is haproxy's.
+func TestUpstreamProxyProtocol(t *testing.T) {
+	const haproxyPort = 2400
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	conf := fmt.Sprintf(`global
+  log stdout format raw local0
+defaults
+  mode tcp
+  log global
+  option logasap
+  timeout connect 5s
+  timeout client 1m
+  timeout server 1m
+  log-format "PROXYSEEN client=%%ci:%%cp frontend=%%fi:%%fp"
+frontend ftp
+  bind %s:%d accept-proxy
+  default_backend vsftpd
+backend vsftpd
+  server vsftpd %s:21
+`, netlab.ServerAddr, haproxyPort, netlab.ServerAddr)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hp, err := net4.Server.Start("haproxy", "-db", "-f", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Signal(syscall.SIGTERM, 5*time.Second) })
+	for _, version := range []string{"v1", "v2"} {
+		t.Run(version, func(t *testing.T) {
+			config := strings.Replace(spareConfig(withPinholes), "    upstream: 198.18.1.2:21\n",
+				fmt.Sprintf("    upstream: %s:%d\n    upstream_proxy_protocol: %s\n", netlab.ServerAddr, haproxyPort, version), 1)
+			startFtpgate(t, config, portSpare)
+			before := strings.Count(hp.Stdout.String(), "PROXYSEEN")
+			script := fmt.Sprintf("import ftplib\nftp = ftplib.FTP(timeout=20)\nftp.connect(%q, %d)\nprint(ftp.login())\nprint(ftp.voidcmd('NOOP'))\nftp.quit()\n",
+				netlab.GatewayOut, portSpare)
+			out, errOut, err := net4.Client.Exec(30*time.Second, nil, "python3", "-c", script)
+			if err != nil || !strings.Contains(out, "230") || !strings.Contains(out, "200") {
+				t.Fatalf("login through haproxy: %v\n%s%s\n--- haproxy ---\n%s", err, out, errOut, hp.Stdout.String()+hp.Stderr.String())
+			}
+			var line string
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				lines := strings.Split(hp.Stdout.String(), "PROXYSEEN")
+				if len(lines) > before+1 {
+					line = strings.TrimSpace(strings.SplitN(lines[before+1], "\n", 2)[0])
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			want := fmt.Sprintf("client=%s:", netlab.ClientAddr)
+			wantFrontend := fmt.Sprintf("frontend=%s:%d", netlab.GatewayOut, portSpare)
+			if !strings.Contains(line, want) || !strings.Contains(line, wantFrontend) {
+				t.Errorf("haproxy logged %q, want %s... (the real client) and %s (where it connected)\n%s",
+					line, want, wantFrontend, hp.Stdout.String()+hp.Stderr.String())
+			}
+		})
+	}
 }

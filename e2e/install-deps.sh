@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # podman and runc build and run the static image (make image, the sidecar
 # test), with ca-certificates' bundle in it. prometheus: its promtool checks
 # and unit-tests deploy/prometheus/'s alert rules (the daemon it also holds
-# is not started: no_daemons).
-packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset podman runc ca-certificates prometheus)
+# is not started: no_daemons). haproxy reads, as the reference parser, the
+# PROXY protocol headers that upstream_proxy_protocol sends (TestUpstream-
+# ProxyProtocol runs its own instance in a test namespace).
+packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset podman runc ca-certificates prometheus haproxy)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
 # ftp-server), so they are not installed (nor proftpd-mod-crypto, its
