@@ -95,6 +95,20 @@ func matrix(t *testing.T, backend string) {
 	assertNoLeftovers(t, gw, baseline)
 	checkMetrics(t, cells)
 	checkTransferLines(t, gw, audited)
+	// The start-up line and the metrics say which backend runs.
+	if logCount(gw, `msg="ftpgate started" version=`, 1) == 0 || logCount(gw, `firewall="`+backend+" (", 1) == 0 {
+		t.Errorf("no start-up line with the version and the %s backend", backend)
+	}
+	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for _, want := range []string{`ftpgate_firewall_backend_info{backend="` + backend + `"`, "ftpgate_config_last_reload_successful 1",
+		"ftpgate_session_duration_seconds_count{", "ftpgate_transfer_duration_seconds_count{"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
 	// Each kernel-path data connection was seen in conntrack, and its
 	// pinhole removed then, not at a timeout.
 	if n, want := logCount(gw, "outcome=forwarded", kernelCells), kernelCells; n < want {

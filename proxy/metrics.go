@@ -26,6 +26,9 @@ type Metrics struct {
 	// connections being copied, kernel-path transfers until their final
 	// reply.
 	transfersActive *prometheus.GaugeVec
+	// sessionSeconds and transferSeconds are the durations of sessions
+	// and of transfers (command to transfer line).
+	sessionSeconds, transferSeconds *prometheus.HistogramVec
 	// throttled counts the seconds relays waited for rate_limit.
 	throttled *prometheus.CounterVec
 	// upstreamFailures counts failed connections to an FTP server.
@@ -108,6 +111,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ftpgate_upstream_dial_failures_total",
 			Help: "Connections to an FTP server that failed (refused or timed out), by listener: one per upstream tried.",
 		}, []string{"listener"}),
+		sessionSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ftpgate_session_duration_seconds",
+			Help:    "How long sessions lasted, from the accept to the end, by listener.",
+			Buckets: []float64{1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+		}, []string{"listener"}),
+		transferSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ftpgate_transfer_duration_seconds",
+			Help:    "How long transfers lasted, from the transfer command until its data connection had ended and the final reply was sent, by listener, data path and direction (download, upload, listing).",
+			Buckets: []float64{0.1, 1, 10, 60, 300, 1800, 7200},
+		}, []string{"listener", "path", "direction"}),
 		throttled: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_data_throttled_seconds_total",
 			Help: "Seconds that relayed data connections waited for the listener's rate_limit, by listener (summed over the connections).",
@@ -171,6 +184,19 @@ func (m *Metrics) InitListener(listener string) {
 	}
 	m.upstreamFailures.WithLabelValues(listener)
 	m.throttled.WithLabelValues(listener)
+	m.sessionSeconds.WithLabelValues(listener)
+	for path := range dataOutcomes {
+		for _, d := range []string{"download", "upload", "listing"} {
+			m.transferSeconds.WithLabelValues(listener, path.String(), d)
+		}
+	}
+}
+
+// transfer observes the duration of one ended transfer.
+func (m *Metrics) transfer(t Transfer) {
+	if m != nil {
+		m.transferSeconds.WithLabelValues(t.Listener, t.DataPath.String(), t.Direction).Observe(t.Seconds)
+	}
 }
 
 // throttleTimer returns what counts the time a relay of listener waited for
@@ -224,11 +250,12 @@ func (m *Metrics) sessionStarted(listener string) {
 
 // sessionEnded counts a session that sessionStarted counted; refused says
 // that policy refused it (its rejection is counted where it happened).
-func (m *Metrics) sessionEnded(listener string, err error, refused bool) {
+func (m *Metrics) sessionEnded(listener string, err error, refused bool, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.sessionsActive.WithLabelValues(listener).Dec()
+	m.sessionSeconds.WithLabelValues(listener).Observe(d.Seconds())
 	outcome := "ok"
 	switch {
 	case refused:

@@ -52,6 +52,15 @@ func TestMetrics(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg); err != nil || n == 0 {
 		t.Errorf("gathering: %d metrics, %v", n, err)
 	}
+	// One session and one transfer observed in the duration histograms.
+	for _, series := range []string{
+		fmt.Sprintf(`ftpgate_session_duration_seconds{listener=%q}`, t.Name()),
+		fmt.Sprintf(`ftpgate_transfer_duration_seconds{direction="download",listener=%q,path="relay"}`, t.Name()),
+	} {
+		if n, ok := seriesValue(t, reg, series); !ok || n != 1 {
+			t.Errorf("%s: %v observations (found %v), want 1", series, n, ok)
+		}
+	}
 }
 
 // TestMetricsFromStart: once a listener serves, each of its series exists
@@ -125,6 +134,9 @@ func seriesValue(t *testing.T, reg *prometheus.Registry, series string) (float64
 			}
 			if g := m.GetGauge(); g != nil {
 				return g.GetValue(), true
+			}
+			if h := m.GetHistogram(); h != nil {
+				return float64(h.GetSampleCount()), true // a histogram: its count
 			}
 			return m.GetCounter().GetValue(), true
 		}

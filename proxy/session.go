@@ -201,7 +201,7 @@ func (ss *session) serve(parent context.Context) {
 		ss.client.Close()
 		ss.log.Info("session ended", "err", err)
 		ss.srv.Metrics.sessionStarted(ss.srv.Name)
-		ss.srv.Metrics.sessionEnded(ss.srv.Name, err, false)
+		ss.srv.Metrics.sessionEnded(ss.srv.Name, err, false, 0)
 		cancel(err)
 		return
 	}
@@ -255,7 +255,7 @@ func (ss *session) serve(parent context.Context) {
 	ss.log.Info("session ended", attrs...)
 	// Kernel-path transfers whose final reply never came end with it.
 	ss.srv.Metrics.transfers(ss.srv.Name, KernelPath, -int(ss.kernelTransfers.Swap(0)))
-	ss.srv.Metrics.sessionEnded(ss.srv.Name, err, ss.refused)
+	ss.srv.Metrics.sessionEnded(ss.srv.Name, err, ss.refused, time.Since(start))
 }
 
 func (ss *session) run() error {

@@ -158,6 +158,7 @@ func (r *transferRecord) finishLocked() {
 	attrs = append(attrs, "bytes", t.Bytes(), "bytes_to_client", t.BytesToClient, "bytes_to_server", t.BytesToServer,
 		"seconds", t.Seconds, "code", t.Code, "outcome", t.Outcome)
 	ss.log.Info("transfer", append(attrs, extra...)...)
+	ss.srv.Metrics.transfer(t)
 	if ss.srv.OnTransfer != nil {
 		ss.srv.OnTransfer(t)
 	}

@@ -410,12 +410,25 @@ func TestOpenErrors(t *testing.T) {
 	if !strings.Contains(fb.logs.String(), `msg="ip6tables not available: IPv6 pinholes will fail"`) {
 		t.Errorf("no warning about ip6tables in the logs:\n%s", fb.logs)
 	}
-	// invalid, ErrFamily, cancelled, refused (the one before Start too)
+	// before Start (missing), invalid (other), ErrFamily (unavailable),
+	// cancelled (timeout), refused (busy)
 	wantMetric(t, fb.reg, `
-# HELP ftpgate_pinhole_errors_total Pinhole operations that failed, by operation.
+# HELP ftpgate_pinhole_errors_total Pinhole operations that failed, by operation and reason: conflict, unavailable (no ip6tables, no ipset or nftables), permission, busy (the xtables lock), missing (a rule, set or chain gone: the firewall was reloaded by someone else), timeout, other.
 # TYPE ftpgate_pinhole_errors_total counter
-ftpgate_pinhole_errors_total{op="close"} 0
-ftpgate_pinhole_errors_total{op="open"} 5
+ftpgate_pinhole_errors_total{op="close",reason="busy"} 0
+ftpgate_pinhole_errors_total{op="close",reason="conflict"} 0
+ftpgate_pinhole_errors_total{op="close",reason="missing"} 0
+ftpgate_pinhole_errors_total{op="close",reason="other"} 0
+ftpgate_pinhole_errors_total{op="close",reason="permission"} 0
+ftpgate_pinhole_errors_total{op="close",reason="timeout"} 0
+ftpgate_pinhole_errors_total{op="close",reason="unavailable"} 0
+ftpgate_pinhole_errors_total{op="open",reason="busy"} 1
+ftpgate_pinhole_errors_total{op="open",reason="conflict"} 0
+ftpgate_pinhole_errors_total{op="open",reason="missing"} 1
+ftpgate_pinhole_errors_total{op="open",reason="other"} 1
+ftpgate_pinhole_errors_total{op="open",reason="permission"} 0
+ftpgate_pinhole_errors_total{op="open",reason="timeout"} 1
+ftpgate_pinhole_errors_total{op="open",reason="unavailable"} 1
 `, "ftpgate_pinhole_errors_total")
 }
 
@@ -604,10 +617,22 @@ func TestCloseErrors(t *testing.T) {
 		t.Errorf("close of a rule already gone = %v", err)
 	}
 	wantMetric(t, fb.reg, `
-# HELP ftpgate_pinhole_errors_total Pinhole operations that failed, by operation.
+# HELP ftpgate_pinhole_errors_total Pinhole operations that failed, by operation and reason: conflict, unavailable (no ip6tables, no ipset or nftables), permission, busy (the xtables lock), missing (a rule, set or chain gone: the firewall was reloaded by someone else), timeout, other.
 # TYPE ftpgate_pinhole_errors_total counter
-ftpgate_pinhole_errors_total{op="close"} 2
-ftpgate_pinhole_errors_total{op="open"} 0
+ftpgate_pinhole_errors_total{op="close",reason="busy"} 1
+ftpgate_pinhole_errors_total{op="close",reason="conflict"} 0
+ftpgate_pinhole_errors_total{op="close",reason="missing"} 0
+ftpgate_pinhole_errors_total{op="close",reason="other"} 0
+ftpgate_pinhole_errors_total{op="close",reason="permission"} 0
+ftpgate_pinhole_errors_total{op="close",reason="timeout"} 1
+ftpgate_pinhole_errors_total{op="close",reason="unavailable"} 0
+ftpgate_pinhole_errors_total{op="open",reason="busy"} 0
+ftpgate_pinhole_errors_total{op="open",reason="conflict"} 0
+ftpgate_pinhole_errors_total{op="open",reason="missing"} 0
+ftpgate_pinhole_errors_total{op="open",reason="other"} 0
+ftpgate_pinhole_errors_total{op="open",reason="permission"} 0
+ftpgate_pinhole_errors_total{op="open",reason="timeout"} 0
+ftpgate_pinhole_errors_total{op="open",reason="unavailable"} 0
 `, "ftpgate_pinhole_errors_total")
 }
 

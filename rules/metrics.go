@@ -1,7 +1,13 @@
 package rules
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,8 +45,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpgate_pinhole_errors_total",
-			Help: "Pinhole operations that failed, by operation.",
-		}, []string{"op"}),
+			Help: "Pinhole operations that failed, by operation and reason: conflict, unavailable (no ip6tables, no ipset or nftables), permission, busy (the xtables lock), missing (a rule, set or chain gone: the firewall was reloaded by someone else), timeout, other.",
+		}, []string{"op", "reason"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ftpgate_pinhole_conflicts_total",
 			Help: "Pinholes refused because another open one diverts the same connections elsewhere.",
@@ -51,7 +57,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, op := range []string{opOpen, opClose} {
 		m.opDuration.WithLabelValues(op)
-		m.errors.WithLabelValues(op)
+		for _, r := range ErrorReasons {
+			m.errors.WithLabelValues(op, r)
+		}
 	}
 	return m, nil
 }
@@ -60,8 +68,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) observe(op string, d time.Duration, err error) {
 	m.opDuration.WithLabelValues(op).Observe(d.Seconds())
 	if err != nil {
-		m.errors.WithLabelValues(op).Inc()
+		m.errors.WithLabelValues(op, errorReason(err)).Inc()
 	}
+}
+
+// ErrorReasons are the values of ftpgate_pinhole_errors_total's reason
+// label.
+var ErrorReasons = []string{"conflict", "unavailable", "permission", "busy", "missing", "timeout", "other"}
+
+// errorReason classifies a failed pinhole operation, from the error's
+// kind or, for an iptables command, its message.
+func errorReason(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	case errors.Is(err, ErrFamily), errors.Is(err, ErrNetlinkUnavailable), errors.Is(err, exec.ErrNotFound):
+		return "unavailable"
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EPERM),
+		strings.Contains(msg, "Permission denied"), strings.Contains(msg, "Operation not permitted"):
+		return "permission"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "timeout"
+	case errors.Is(err, syscall.EBUSY), errors.Is(err, syscall.EAGAIN),
+		strings.Contains(msg, "xtables lock"), strings.Contains(msg, "Resource temporarily unavailable"):
+		return "busy"
+	case errors.Is(err, syscall.ENOENT), strings.Contains(msg, "No chain/target/match by that name"),
+		strings.Contains(msg, "does a matching rule exist"), strings.Contains(msg, "does not exist"):
+		return "missing"
+	}
+	return "other"
 }
 
 // register registers cols on reg, or on a private registry if reg is nil;

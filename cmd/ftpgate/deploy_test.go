@@ -43,6 +43,7 @@ import (
 	"github.com/ftpgate/ftpgate/cmd/ftpgate/config"
 	"github.com/ftpgate/ftpgate/nat"
 	"github.com/ftpgate/ftpgate/proxy"
+	"github.com/ftpgate/ftpgate/rules"
 )
 
 // deployDir is deploy/, seen from this package's directory.
@@ -1298,8 +1299,12 @@ func checkMatchers(t *testing.T, where, name, matchers string, labels []string) 
 		if !slices.Contains(labels, m[1]) {
 			t.Errorf("%s: %s has no label %s (it has %v)", where, name, m[1], labels)
 		}
-		if m[1] == "reason" && m[2] == "=" && !slices.Contains(proxy.RejectionReasons, m[3]) {
-			t.Errorf("%s: reason %q is none of ftpgate's rejection reasons", where, m[3])
+		reasons, what := proxy.RejectionReasons, "rejection"
+		if name == "ftpgate_pinhole_errors_total" {
+			reasons, what = rules.ErrorReasons, "pinhole error"
+		}
+		if m[1] == "reason" && m[2] == "=" && !slices.Contains(reasons, m[3]) {
+			t.Errorf("%s: reason %q is none of ftpgate's %s reasons", where, m[3], what)
 		}
 	}
 }

@@ -27,6 +27,38 @@ type firewall struct {
 	ct       *rules.Conntrack
 	// registerer takes the conntrack watcher's metrics, once it opens.
 	registerer prometheus.Registerer
+	// active and variant are the backend in use and its iptables variant,
+	// once start succeeded; fellBack, whether auto fell back to iptables.
+	active, variant string
+	fellBack        bool
+}
+
+// chosen records the backend in use, and reports it as
+// ftpgate_firewall_backend_info.
+func (fw *firewall) chosen(active, variant string, fellBack bool) {
+	fw.active, fw.variant, fw.fellBack = active, variant, fellBack
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ftpgate_firewall_backend_info",
+		Help: "Always 1; the labels say which firewall backend runs: backend (netlink, iptables, none), the configured one, the iptables variant, and fallback \"true\" when auto could not run netlink.",
+		ConstLabels: prometheus.Labels{"backend": active, "configured": fw.backend, "variant": variant,
+			"fallback": fmt.Sprint(fellBack)},
+	})
+	info.Set(1)
+	if fw.registerer != nil {
+		fw.registerer.Register(info) // once per process: start runs once
+	}
+}
+
+// describe is the backend in use, for the start-up line.
+func (fw *firewall) describe() string {
+	s := fw.active
+	if fw.variant != "" {
+		s += " (" + fw.variant + ")"
+	}
+	if fw.fellBack {
+		s += ", fallen back from netlink"
+	}
+	return s
 }
 
 // connections returns the watcher that tells the kernel data path when a
@@ -106,6 +138,7 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 	switch {
 	case fw.ipt == nil:
 		log.Info("firewall backend none: no pinholes; the data ports must be reachable")
+		fw.chosen(config.BackendNone, "", false)
 		return nil
 	case fw.nl == nil:
 		if err := fw.ipt.Start(ctx); err != nil {
@@ -113,6 +146,7 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 		}
 		fw.pinholes = fw.ipt
 		log.Info("firewall backend iptables: one exact rule per pinhole", "variant", fw.ipt.Variant())
+		fw.chosen(config.BackendIPTables, fw.ipt.Variant(), false)
 		return nil
 	}
 	err := fw.nl.Start(ctx)
@@ -120,6 +154,7 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 		fw.pinholes = fw.nl
 		log.Info("firewall backend netlink: pinholes are ipset and nftables map elements with kernel timeouts",
 			"configured", fw.backend, "variant", fw.nl.Variant())
+		fw.chosen(config.BackendNetlink, fw.nl.Variant(), false)
 		return nil
 	}
 	if fw.backend != config.BackendAuto || !errors.Is(err, rules.ErrNetlinkUnavailable) {
@@ -133,6 +168,7 @@ func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 	fw.pinholes = ipt
 	log.Warn("firewall backend auto: the netlink backend cannot run here (see err), using iptables: one iptables process per rule, slower at scale",
 		"err", err, "variant", fw.ipt.Variant())
+	fw.chosen(config.BackendIPTables, fw.ipt.Variant(), true)
 	return nil
 }
 

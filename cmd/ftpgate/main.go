@@ -240,9 +240,21 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		}, []string{"result"}),
 		running: map[string]*listener{},
 	}
-	if err := reg.Register(sup.reloads); err != nil {
-		return fmt.Errorf("registering reload metrics: %w", err)
+	sup.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ftpgate_config_last_reload_successful",
+		Help: "1 if the last configuration load (the start, or a SIGHUP) succeeded, else 0.",
+	})
+	sup.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ftpgate_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (the start, or a SIGHUP), in Unix seconds.",
+	})
+	for _, c := range []prometheus.Collector{sup.reloads, sup.reloadOK, sup.reloadTime} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("registering reload metrics: %w", err)
+		}
 	}
+	sup.reloadOK.Set(1)
+	sup.reloadTime.SetToCurrentTime()
 	if cfg.Log.Xferlog != "" {
 		x, err := openXferlog(cfg.Log.Xferlog)
 		if err != nil {
@@ -263,6 +275,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 		}
 	}
 	sup.cfg = cfg
+	log.Info("ftpgate started", "version", version, "firewall", fw.describe(), "listeners", len(cfg.Listeners),
+		"data_paths", dataPaths(cfg), "metrics", cfg.Metrics.Listen, "xferlog", cfg.Log.Xferlog)
 	ready.Store(true)
 	if ctx.Err() != nil { // a SIGTERM came during the start
 		ready.Store(false)
@@ -286,6 +300,26 @@ func serve(ctx context.Context, path string, cfg *config.Config, log *slog.Logge
 	}
 }
 
+// dataPaths lists the data paths cfg's listeners use, for the start-up
+// line: "relay", "kernel" or "relay+kernel".
+func dataPaths(cfg *config.Config) string {
+	var relay, kernel bool
+	for _, l := range cfg.Listeners {
+		if l.Data.Path == config.PathKernel {
+			kernel = true
+		} else {
+			relay = true
+		}
+	}
+	switch {
+	case relay && kernel:
+		return "relay+kernel"
+	case kernel:
+		return "kernel"
+	}
+	return "relay"
+}
+
 // supervisor runs the listeners of the current configuration and those
 // that a reload retired, until their sessions end.
 type supervisor struct {
@@ -300,6 +334,9 @@ type supervisor struct {
 	// reloads counts SIGHUPs by result: ok, failed (some listener did not
 	// start; it runs on as it was), refused (the file failed the checks).
 	reloads *prometheus.CounterVec
+	// reloadOK and reloadTime: the last load's result, and when one last
+	// succeeded.
+	reloadOK, reloadTime prometheus.Gauge
 	// certs are the TLS certificates of the listeners, re-read on SIGHUP.
 	certs *certificates
 	// xferlog, if log.xferlog is set, receives the file transfers; it is
@@ -460,6 +497,7 @@ func (sup *supervisor) reload(path string) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		sup.reloads.WithLabelValues("refused").Inc()
+		sup.reloadOK.Set(0)
 		sup.log.Error("reload refused: the configuration stays as it was", "err", err)
 		return
 	}
@@ -525,10 +563,13 @@ func (sup *supervisor) reload(path string) {
 	sup.cfg = cfg
 	if err := errors.Join(errs...); err != nil {
 		sup.reloads.WithLabelValues("failed").Inc()
+		sup.reloadOK.Set(0)
 		sup.log.Error("reload: some listeners did not start", "err", err)
 		return
 	}
 	sup.reloads.WithLabelValues("ok").Inc()
+	sup.reloadOK.Set(1)
+	sup.reloadTime.SetToCurrentTime()
 	sup.log.Info("configuration reloaded", "summary", cfg.Summary())
 }
 
