@@ -665,5 +665,6 @@ func TestKernelPathLongTransfer(t *testing.T) {
 	if d := time.Since(start); d < 3*time.Second {
 		t.Errorf("the transfer took %s: not longer than idle_timeout (2s), the test shows nothing", d)
 	}
-	waitLog(t, gw, `kernel-idle-256m.bin" pinhole=`, 1)
+	waitLog(t, gw, `path=kernel-idle-256m.bin direction=download data_path=kernel`, 1)
+	waitLog(t, gw, "code=226 outcome=forwarded", 1)
 }
