@@ -459,7 +459,9 @@ func (l *dataLink) watchKernel() {
 	pinhole := l.kernel.pinhole.String()
 	switch cause := context.Cause(l.ctx); {
 	case seen:
-		l.finish(dataResult{outcome: "forwarded", attrs: []any{"pinhole", pinhole, "seen_by", seenBy}})
+		res := dataResult{outcome: "forwarded", attrs: []any{"pinhole", pinhole, "seen_by", seenBy}}
+		l.kernelCounters(w, &res)
+		l.finish(res)
 		ss.srv.Metrics.dataConnection(ss.srv.Name, KernelPath, "forwarded", 0, 0)
 	case cmd != "" && errors.Is(cause, errTransferRefused):
 		l.finish(dataResult{outcome: "refused", attrs: []any{"pinhole", pinhole}})
@@ -469,6 +471,59 @@ func (l *dataLink) watchKernel() {
 	default:
 		ss.log.Debug("data connection unused", "link", l.id, "err", context.Cause(l.ctx))
 	}
+}
+
+// kernelCounters puts in res the bytes of a forwarded kernel-path
+// transfer, from conntrack's counters, once the transfer's final reply has
+// come (the data connection has ended by then; its entry stays in the
+// table a while), if the kernel keeps counters (nf_conntrack_acct). The
+// counters are of IP packets; the payload is estimated by taking off each
+// packet's IP and TCP headers (with timestamps, Linux's default: 52 bytes
+// over IPv4, 72 over IPv6). An estimate, a little high: where GRO merged
+// segments, one counted packet carried several headers (+0.08% to +0.27%
+// for a 256 MiB transfer over veth).
+func (l *dataLink) kernelCounters(w ExpectedConnection, res *dataResult) {
+	ss := l.ss
+	ss.mu.Lock()
+	rec := l.transfer
+	ss.mu.Unlock()
+	if w == nil || rec == nil {
+		return
+	}
+	select {
+	case <-rec.answered:
+	default:
+		select {
+		case <-rec.answered:
+		case <-ss.ctx.Done():
+			return // the session ended first: no final reply, no counters
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), kernelLookupTimeout)
+	defer cancel()
+	c, ok, err := w.Counters(ctx)
+	switch {
+	case err != nil:
+		ss.log.Debug("reading a kernel-path transfer's counters", "link", l.id, "err", err)
+		return
+	case !ok:
+		return
+	}
+	header := uint64(52)
+	if !ss.clientPeer.Addr().Unmap().Is4() {
+		header = 72
+	}
+	payload := func(bytes, packets uint64) int64 {
+		return int64(bytes - min(bytes, packets*header))
+	}
+	orig, reply := payload(c.OrigBytes, c.OrigPackets), payload(c.ReplyBytes, c.ReplyPackets)
+	// The side that connected sent the original direction: the client in
+	// passive mode, the server in active mode.
+	res.toServer, res.toClient = orig, reply
+	if l.mode == "active" {
+		res.toClient, res.toServer = orig, reply
+	}
+	res.attrs = append(res.attrs, "bytes_from", "conntrack")
 }
 
 // waitKernelEvent waits until w reports the link's connection (true) or the

@@ -24,6 +24,7 @@ type fakeWatcher struct {
 	lookups  int
 	failWith error // Lookup's error, if set
 	expected []*fakeExpected
+	counters *rules.Counters // what Counters returns for a made connection, if set
 }
 
 func newFakeWatcher() *fakeWatcher { return &fakeWatcher{made: map[netip.AddrPort]bool{}} }
@@ -87,6 +88,15 @@ func (e *fakeExpected) Lookup(context.Context) (bool, error) {
 		return false, e.w.failWith
 	}
 	return e.w.made[e.to], nil
+}
+
+func (e *fakeExpected) Counters(context.Context) (rules.Counters, bool, error) {
+	e.w.mu.Lock()
+	defer e.w.mu.Unlock()
+	if e.w.counters == nil || !e.w.made[e.to] {
+		return rules.Counters{}, false, nil
+	}
+	return *e.w.counters, true, nil
 }
 
 func (e *fakeExpected) Cancel() {}
@@ -170,6 +180,20 @@ func TestKernelPathLateEvent(t *testing.T) {
 	}
 }
 
+// TestKernelPathCounters: with conntrack counters, a kernel-path
+// transfer's line carries the bytes each way, the IP and TCP headers taken
+// off (52 bytes a packet over IPv4), and says where they came from.
+func TestKernelPathCounters(t *testing.T) {
+	r := &recordingPinholer{open: map[int]rules.Pinhole{}}
+	w := newFakeWatcher()
+	file := randomBytes(7, 4096)
+	// The client connected (EPSV): original = client to server.
+	w.counters = &rules.Counters{OrigBytes: 10 * 52, OrigPackets: 10, ReplyBytes: 4096 + 6*52, ReplyPackets: 6}
+	h := newHarness(t, withKernelPath(r, w))
+	kernelRetrSession(t, h, r, w, file)
+	h.waitLog("msg=transfer", "data_path=kernel", "bytes=4096 bytes_to_client=4096 bytes_to_server=0", "code=226 outcome=forwarded", "bytes_from=conntrack")
+}
+
 // TestKernelPathNotConnected: a link that a transfer command used, whose
 // connection the kernel never made, is "expired"; so is one whose lookup
 // failed (logged), never "forwarded". Its transfer line comes when the
@@ -189,6 +213,11 @@ func TestKernelPathNotConnected(t *testing.T) {
 			t.Fatal("the pinholes stayed open past data_timeout")
 		}
 		c.c.Close()
+		// The fake server still waits for the data connection (10 s), so
+		// the session ends closeGrace (5 s) after the client left.
+		if !eventually(15*time.Second, func() bool { return h.srv.Limiter.Active() == 0 }) {
+			t.Fatal("the session did not end")
+		}
 		h.sessionsEnded()
 		h.waitLog("msg=transfer", "command=RETR path=f", "code=0 outcome=expired")
 		if h.logged("outcome=forwarded") {

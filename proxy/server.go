@@ -384,6 +384,10 @@ type ExpectedConnection interface {
 	// events are asynchronous, so they can be late, and lost when the
 	// watcher falls behind.
 	Lookup(ctx context.Context) (bool, error)
+	// Counters returns the seen connection's byte counters from the
+	// kernel's table, for its transfer line; ok is false where the kernel
+	// keeps none (net.netfilter.nf_conntrack_acct off).
+	Counters(ctx context.Context) (c rules.Counters, ok bool, err error)
 	// Cancel unregisters; idempotent.
 	Cancel()
 }

@@ -85,6 +85,8 @@ type dataResult struct {
 type transferRecord struct {
 	ss   *session
 	link *dataLink // the link it uses, once known; guarded by ss.mu
+	// answered is closed when the reply half is in.
+	answered chan struct{}
 
 	mu      sync.Mutex
 	t       Transfer
@@ -97,7 +99,7 @@ func (ss *session) newTransferRecord(verb, arg string) *transferRecord {
 	ss.mu.Lock()
 	user, ascii := ss.user, ss.ascii
 	ss.mu.Unlock()
-	return &transferRecord{ss: ss, t: Transfer{
+	return &transferRecord{ss: ss, answered: make(chan struct{}), t: Transfer{
 		Listener:  ss.srv.Name,
 		Session:   ss.id,
 		Client:    ss.clientPeer,
@@ -136,6 +138,7 @@ func (r *transferRecord) replyDoneLocked(code int) {
 		return
 	}
 	r.replied = true
+	close(r.answered)
 	r.t.Code = code
 	r.finishLocked()
 }

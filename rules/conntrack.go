@@ -35,6 +35,17 @@ type newConn struct {
 	key   expectKey      // from the original tuple
 	sport uint16         // the source port, for logs
 	reply netip.AddrPort // the reply tuple's source: where the connection was delivered (its DNAT target), unmapped
+	// counters are the entry's byte counters (a lookup's, with
+	// nf_conntrack_acct on); nil without them.
+	counters *Counters
+}
+
+// Counters are the bytes of a connection as conntrack counts them (IP
+// packets, headers included), in its original direction (from the side
+// that connected) and in reply, with net.netfilter.nf_conntrack_acct on.
+type Counters struct {
+	OrigBytes, OrigPackets   uint64
+	ReplyBytes, ReplyPackets uint64
 }
 
 // eventSource delivers the kernel's NEW events and looks connections up in
@@ -244,6 +255,7 @@ func (c *Conntrack) seen(nc newConn) {
 	c.mu.Lock()
 	e := c.exps.take(nc)
 	if e != nil {
+		e.sport = nc.sport
 		e.end(nil)
 	}
 	c.mu.Unlock()
@@ -280,7 +292,7 @@ func (c *Conntrack) reconcile() {
 
 // lookup asks the connection table for a TCP connection that k and via
 // match, counting the result.
-func (c *Conntrack) lookup(ctx context.Context, k expectKey, via netip.AddrPort) (found bool, err error) {
+func (c *Conntrack) lookup(ctx context.Context, k expectKey, via netip.AddrPort) (found bool, sport uint16, err error) {
 	defer func() {
 		switch {
 		case err != nil:
@@ -298,14 +310,53 @@ func (c *Conntrack) lookup(ctx context.Context, k expectKey, via netip.AddrPort)
 	}
 	conns, err := c.src.lookup(ctx, k)
 	if err != nil {
-		return false, fmt.Errorf("looking up %s -> %s in the conntrack table: %w", k.from, k.to, err)
+		return false, 0, fmt.Errorf("looking up %s -> %s in the conntrack table: %w", k.from, k.to, err)
 	}
 	for _, nc := range conns {
 		if nc.key == k && viaMatches(via, nc) {
-			return true, nil
+			return true, nc.sport, nil
 		}
 	}
-	return false, nil
+	return false, 0, nil
+}
+
+// Counters returns the byte counters of the connection that satisfied e,
+// from the kernel's table (where it stays a while after it closed), for
+// the transfer line of a kernel-path transfer. ok is false when the table
+// has no counters (nf_conntrack_acct off), or no single entry that is
+// surely e's connection.
+func (e *Expectation) Counters(ctx context.Context) (cnt Counters, ok bool, err error) {
+	select {
+	case <-e.done:
+		if e.err != nil {
+			return Counters{}, false, nil
+		}
+	default:
+		return Counters{}, false, nil // not seen
+	}
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+	}
+	conns, err := e.c.src.lookup(ctx, e.key)
+	if err != nil {
+		return Counters{}, false, fmt.Errorf("reading the counters of %s -> %s: %w", e.key.from, e.key.to, err)
+	}
+	var match *newConn
+	for i, nc := range conns {
+		if nc.key != e.key || !viaMatches(e.via, nc) || e.sport != 0 && nc.sport != e.sport {
+			continue
+		}
+		if match != nil {
+			return Counters{}, false, nil // two candidates: neither is surely it
+		}
+		match = &conns[i]
+	}
+	if match == nil || match.counters == nil {
+		return Counters{}, false, nil
+	}
+	return *match.counters, true, nil
 }
 
 // Expectation is one registered interest.
@@ -315,6 +366,9 @@ type Expectation struct {
 	via  netip.AddrPort // if valid, the reply tuple's source that a match needs
 	done chan struct{}
 	err  error // written once, before done is closed
+	// sport is the matched connection's source port, written before done
+	// is closed (0 if not known): Counters picks that one.
+	sport uint16
 }
 
 // Done is closed when a matching connection has been seen (or the Conntrack was closed: then Err reports it).
@@ -365,12 +419,13 @@ func (e *Expectation) lookup(ctx context.Context) (bool, error) {
 	if closed {
 		return false, fmt.Errorf("looking up %s -> %s: %w", e.key.from, e.key.to, ErrClosed)
 	}
-	found, err := c.lookup(ctx, e.key, e.via)
+	found, sport, err := c.lookup(ctx, e.key, e.via)
 	if err != nil || !found {
 		return false, err
 	}
 	c.mu.Lock()
 	if c.exps.remove(e) {
+		e.sport = sport
 		e.end(nil)
 	}
 	c.mu.Unlock()

@@ -275,11 +275,16 @@ func flowConn(f *conntrack.Flow) (newConn, bool) {
 		return newConn{}, false
 	}
 	r := f.TupleReply
-	return newConn{
+	nc := newConn{
 		key:   k,
 		sport: f.TupleOrig.Proto.SourcePort,
 		reply: unmapAddrPort(netip.AddrPortFrom(r.IP.SourceAddress, r.Proto.SourcePort)),
-	}, true
+	}
+	if f.CountersOrig.Packets > 0 || f.CountersReply.Packets > 0 {
+		nc.counters = &Counters{OrigBytes: f.CountersOrig.Bytes, OrigPackets: f.CountersOrig.Packets,
+			ReplyBytes: f.CountersReply.Bytes, ReplyPackets: f.CountersReply.Packets}
+	}
+	return nc, true
 }
 
 // flowKey returns the key of f's original tuple, and false if f is not a

@@ -104,13 +104,13 @@ func TestDecodeEvent(t *testing.T) {
 		err  bool
 	}{
 		{"tcp4", ctEvent(t, true, syscall.IPPROTO_TCP, netip.AddrPortFrom(ctClient4, 50000), ctDst4, ctDst4),
-			newConn{expectKey{ctClient4, ctDst4}, 50000, ctDst4}, true, false},
+			newConn{expectKey{ctClient4, ctDst4}, 50000, ctDst4, nil}, true, false},
 		{"tcp6", ctEvent(t, true, syscall.IPPROTO_TCP, netip.AddrPortFrom(ctClient6, 50001), ctDst6, ctDst6),
-			newConn{expectKey{ctClient6, ctDst6}, 50001, ctDst6}, true, false},
+			newConn{expectKey{ctClient6, ctDst6}, 50001, ctDst6, nil}, true, false},
 		// DNAT: the reply tuple comes from the new destination, which is
 		// the connection's reply; the key is the original one.
 		{"dnat", ctEvent(t, true, syscall.IPPROTO_TCP, netip.AddrPortFrom(ctClient4, 50002), ctDst4, dnatTo),
-			newConn{expectKey{ctClient4, ctDst4}, 50002, dnatTo}, true, false},
+			newConn{expectKey{ctClient4, ctDst4}, 50002, dnatTo, nil}, true, false},
 		{"udp", ctEvent(t, true, syscall.IPPROTO_UDP, netip.AddrPortFrom(ctClient4, 50000), ctDst4, ctDst4), newConn{}, false, false},
 		{"update", ctEvent(t, false, syscall.IPPROTO_TCP, netip.AddrPortFrom(ctClient4, 50000), ctDst4, ctDst4), newConn{}, false, false},
 		{"garbage", netlink.Message{Data: []byte("not an nfnetlink message")}, newConn{}, false, true},

@@ -544,3 +544,39 @@ func TestConntrackOverflowReconciles(t *testing.T) {
 		t.Errorf("the recovery is not logged:\n%s", logs)
 	}
 }
+
+// TestExpectationCounters: the counters of the connection that satisfied
+// an Expectation come from the table, picked by its source port among
+// others to the same address and port; without counters (accounting off),
+// or before the connection was seen, there are none.
+func TestExpectationCounters(t *testing.T) {
+	c, src, _ := testConntrack(t)
+	client := netip.MustParseAddrPort("198.19.0.2:50000")
+	dst := netip.MustParseAddrPort("198.19.0.1:40000")
+	e := c.Expect(client.Addr(), dst, netip.AddrPort{})
+	defer e.Cancel()
+	if _, ok, err := e.Counters(context.Background()); ok || err != nil {
+		t.Errorf("Counters before the connection = %v, %v", ok, err)
+	}
+	src.send(t, []newConn{conn(client, dst)}, nil)
+	<-e.Done()
+
+	earlier := conn(netip.MustParseAddrPort("198.19.0.2:49000"), dst) // in TIME_WAIT
+	earlier.counters = &Counters{OrigBytes: 1, ReplyBytes: 2}
+	if _, ok, _ := e.Counters(context.Background()); ok {
+		t.Error("Counters with the connection missing from the table")
+	}
+	src.made(earlier)
+	without := conn(client, dst)
+	src.made(without)
+	if _, ok, _ := e.Counters(context.Background()); ok {
+		t.Error("Counters of an entry without counters (nf_conntrack_acct off)")
+	}
+	src.mu.Lock()
+	src.table[1].counters = &Counters{OrigBytes: 700, ReplyBytes: 10_485_760}
+	src.mu.Unlock()
+	got, ok, err := e.Counters(context.Background())
+	if !ok || err != nil || got != (Counters{OrigBytes: 700, ReplyBytes: 10_485_760}) {
+		t.Errorf("Counters = %+v, %v, %v; want the seen connection's", got, ok, err)
+	}
+}
