@@ -83,7 +83,7 @@ func (l *dataLink) watchIdle(cc, sc net.Conn) *idleWatch {
 					last, progress = n, now
 				case now.Sub(progress) >= d:
 					w.fired.Store(true)
-					l.ss.log.Warn("data connection idle: closed", "link", l.id, "idle", d.String())
+					l.ss.log.Warn("data connection idle: closed", "link", l.id, "idle_seconds", d.Seconds())
 					abort(cc)
 					abort(sc)
 					return

@@ -29,7 +29,7 @@ func TestDataIdleTimeout(t *testing.T) {
 		t.Error("the stalled data connection is still open")
 	}
 	dc.Close()
-	h.waitLog("data connection idle: closed", "idle=300ms")
+	h.waitLog("data connection idle: closed", "idle_seconds=0.3")
 	h.waitLog("msg=transfer", "outcome=idle")
 
 	// The session goes on, and a moving transfer is not cut.

@@ -486,7 +486,7 @@ func (s *Server) drain(cause error) {
 	if n == 0 {
 		return
 	}
-	s.logger().Info("draining", "listener", s.Name, "sessions", n, "timeout", s.DrainTimeout)
+	s.logger().Info("draining", "listener", s.Name, "sessions", n, "timeout_seconds", s.DrainTimeout.Seconds())
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

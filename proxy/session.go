@@ -680,7 +680,7 @@ func (ss *session) popLocked(code int) expectation {
 		// SECURITY: password guessing (docs/security.md).
 		failures, window, ban := ss.srv.LoginThrottle.limits()
 		ss.reject("failed logins: client refused for a while", "login_throttle",
-			"failures", failures, "window", window.String(), "ban", ban.String())
+			"failures", failures, "window_seconds", window.Seconds(), "ban_seconds", ban.Seconds())
 		go ss.cancel(errLoginThrottled) // after the 530, queued
 	}
 	if exp.transfer != nil {

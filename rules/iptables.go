@@ -331,7 +331,7 @@ func (t *IPTables) Start(ctx context.Context) error {
 
 	t.log.Info("firewall chains ready", "variant", t.variant, "ipv6", t.v6 != nil,
 		"chains", t.chains.input+" "+t.chains.forward+" "+t.chains.prerouting+" "+t.chains.postrouting+" "+t.chains.output,
-		"default_ttl", t.ttl)
+		"default_ttl_seconds", t.ttl.Seconds())
 	return nil
 }
 
@@ -587,10 +587,10 @@ func (t *IPTables) Open(ctx context.Context, p Pinhole) (func(context.Context) e
 	d := time.Since(start)
 	t.m.observe(opOpen, d, err)
 	if err != nil {
-		t.log.Debug("opening pinhole failed", "pinhole", p.String(), "duration", d, "err", err)
+		t.log.Debug("opening pinhole failed", "pinhole", p.String(), "seconds", d.Seconds(), "err", err)
 		return nil, fmt.Errorf("opening pinhole %s: %w", p, err)
 	}
-	t.log.Debug("pinhole opened", "pinhole", p.String(), "duration", d, "ttl", e.ttl)
+	t.log.Debug("pinhole opened", "pinhole", p.String(), "seconds", d.Seconds(), "ttl_seconds", e.ttl.Seconds())
 	return func(ctx context.Context) error { return t.close(ctx, e) }, nil
 }
 
@@ -723,9 +723,9 @@ func (t *IPTables) close(ctx context.Context, e *pinhole) error {
 	d := time.Since(start)
 	t.m.observe(opClose, d, err)
 	if err != nil {
-		t.log.Debug("closing pinhole failed", "pinhole", e.p.String(), "duration", d, "err", err)
+		t.log.Debug("closing pinhole failed", "pinhole", e.p.String(), "seconds", d.Seconds(), "err", err)
 		return fmt.Errorf("closing pinhole %s: %w", e.p, err)
 	}
-	t.log.Debug("pinhole closed", "pinhole", e.p.String(), "duration", d)
+	t.log.Debug("pinhole closed", "pinhole", e.p.String(), "seconds", d.Seconds())
 	return nil
 }

@@ -827,10 +827,10 @@ ftpgate_pinholes_active 2
 	if got := histCount(t, fb.reg, "close"); got != 1 {
 		t.Errorf("close histogram count = %d, want 1", got)
 	}
-	if !strings.Contains(fb.logs.String(), `level=DEBUG msg="pinhole opened" pinhole="s=0 p=2 198.19.0.2 -> 198.19.0.1:40001 accept-local" duration=`) {
+	if !strings.Contains(fb.logs.String(), `level=DEBUG msg="pinhole opened" pinhole="s=0 p=2 198.19.0.2 -> 198.19.0.1:40001 accept-local" seconds=`) {
 		t.Errorf("no debug line for open:\n%s", fb.logs)
 	}
-	if !strings.Contains(fb.logs.String(), `level=DEBUG msg="pinhole closed" pinhole="s=0 p=0 198.19.0.2 -> 198.19.0.1:40001 accept-local" duration=`) {
+	if !strings.Contains(fb.logs.String(), `level=DEBUG msg="pinhole closed" pinhole="s=0 p=0 198.19.0.2 -> 198.19.0.1:40001 accept-local" seconds=`) {
 		t.Errorf("no debug line for close:\n%s", fb.logs)
 	}
 	if err := fb.Stop(ctx); err != nil {

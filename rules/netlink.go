@@ -551,10 +551,10 @@ func (n *Netlink) Open(ctx context.Context, p Pinhole) (func(context.Context) er
 	d := time.Since(start)
 	n.ipt.m.observe(opOpen, d, err)
 	if err != nil {
-		n.ipt.log.Debug("opening pinhole failed", "pinhole", p.String(), "duration", d, "err", err)
+		n.ipt.log.Debug("opening pinhole failed", "pinhole", p.String(), "seconds", d.Seconds(), "err", err)
 		return nil, fmt.Errorf("opening pinhole %s: %w", p, err)
 	}
-	n.ipt.log.Debug("pinhole opened", "pinhole", p.String(), "duration", d, "ttl", e.ttl)
+	n.ipt.log.Debug("pinhole opened", "pinhole", p.String(), "seconds", d.Seconds(), "ttl_seconds", e.ttl.Seconds())
 	return func(ctx context.Context) error { return n.closePinhole(ctx, e) }, nil
 }
 
@@ -699,10 +699,10 @@ func (n *Netlink) closePinhole(ctx context.Context, e *nlPinhole) error {
 	d := time.Since(start)
 	n.ipt.m.observe(opClose, d, err)
 	if err != nil {
-		n.ipt.log.Error("closing pinhole failed; the kernel removes it at its timeout", "pinhole", e.p.String(), "ttl", e.ttl, "err", err)
+		n.ipt.log.Error("closing pinhole failed; the kernel removes it at its timeout", "pinhole", e.p.String(), "ttl_seconds", e.ttl.Seconds(), "err", err)
 		return fmt.Errorf("closing pinhole %s: %w", e.p, err)
 	}
-	n.ipt.log.Debug("pinhole closed", "pinhole", e.p.String(), "duration", d)
+	n.ipt.log.Debug("pinhole closed", "pinhole", e.p.String(), "seconds", d.Seconds())
 	return nil
 }
 
@@ -720,5 +720,5 @@ func (n *Netlink) expire(e *nlPinhole) {
 		n.ipt.log.Error("removing expired pinhole failed; the kernel removes it at its timeout", "pinhole", e.p.String(), "err", err)
 		return
 	}
-	n.ipt.log.Info("pinhole expired", "pinhole", e.p.String(), "ttl", e.ttl)
+	n.ipt.log.Info("pinhole expired", "pinhole", e.p.String(), "ttl_seconds", e.ttl.Seconds())
 }

@@ -159,9 +159,9 @@ func (t *IPTables) reapExpired(ctx context.Context) {
 		}
 		t.drop(e)
 		if e.failed {
-			t.log.Info("removed the rules of a pinhole that failed to open", "pinhole", e.p.String(), "duration", d)
+			t.log.Info("removed the rules of a pinhole that failed to open", "pinhole", e.p.String(), "seconds", d.Seconds())
 		} else {
-			t.log.Info("pinhole expired", "pinhole", e.p.String(), "ttl", e.ttl, "duration", d)
+			t.log.Info("pinhole expired", "pinhole", e.p.String(), "ttl", e.ttl, "seconds", d.Seconds())
 		}
 	}
 }
