@@ -405,7 +405,7 @@ func (sup *supervisor) startOn(sock *listenSocket, lc config.Listener, limits co
 	}
 	var ln net.Listener = sock.handTo()
 	if lc.ProxyProtocol {
-		ln = proxyProtocolListener(ln, lc.TrustedProxies)
+		ln = proxyProtocolListener(ln, lc.Parsed.TrustedProxies)
 		srv.ProxyProtocol = true
 	}
 	sup.running[lc.Name] = &listener{lc: lc, limits: limits, srv: srv, sock: sock, ln: ln}
@@ -585,13 +585,10 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	if !ok {
 		return nil, fmt.Errorf("listener %s: unknown server_mode %q", lc.Name, lc.Data.ServerMode)
 	}
-	clientPorts, err := nat.ParsePortRange(lc.Data.ClientPorts)
-	if err != nil {
-		return nil, fmt.Errorf("listener %s: client_ports: %w", lc.Name, err)
-	}
-	serverPorts, err := nat.ParsePortRange(lc.Data.ServerPorts)
-	if err != nil {
-		return nil, fmt.Errorf("listener %s: server_ports: %w", lc.Name, err)
+	// The values the check parsed (lc.Parsed): none is parsed again here.
+	v := lc.Parsed
+	if v.ClientPorts.Len() == 0 || v.ServerPorts.Len() == 0 {
+		return nil, fmt.Errorf("listener %s: the configuration was not checked (no parsed port ranges)", lc.Name)
 	}
 	srv := &proxy.Server{
 		Name:             lc.Name,
@@ -599,8 +596,14 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 		Upstreams:        lc.Upstreams,
 		UpstreamHoldDown: lc.UpstreamHoldDown,
 		ServerMode:       mode,
-		ClientPorts:      nat.NewSharedPortPool(clientPorts, ports),
-		ServerPorts:      nat.NewSharedPortPool(serverPorts, ports),
+		ClientPorts:      nat.NewSharedPortPool(v.ClientPorts, ports),
+		ServerPorts:      nat.NewSharedPortPool(v.ServerPorts, ports),
+		ClientAddress:    v.ClientAddress,
+		ServerAddress:    v.ServerAddress,
+		AdvertisePorts:   v.AdvertisePorts,
+		AllowClients:     v.AllowClients,
+		SessionRate:      v.SessionRate,
+		ListenerRate:     v.ListenerRate,
 		LoginTimeout:     lim.LoginTimeout,
 		IdleTimeout:      lim.IdleTimeout,
 		DataTimeout:      lim.DataTimeout,
@@ -612,25 +615,9 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	}
 	srv.ClientPorts.SetOwnerShare(lim.ClientPortShare)
 	srv.ServerPorts.SetOwnerShare(lim.ClientPortShare)
-	if a := lc.Data.ClientAddress; a != "" {
-		if srv.ClientAddress, err = netip.ParseAddr(a); err != nil {
-			// A DNS name (config checked it): resolved while serving.
-			srv.ClientAddressHost = &proxy.ResolvedAddress{Host: a, Refresh: lc.Data.ClientAddressRefresh}
-		}
-	}
-	for _, r := range []struct {
-		value string
-		to    *int64
-	}{{lc.RateLimit.Session, &srv.SessionRate}, {lc.RateLimit.Listener, &srv.ListenerRate}} {
-		if r.value == "" {
-			continue
-		}
-		if *r.to, err = config.ParseByteRate(r.value); err != nil {
-			return nil, fmt.Errorf("listener %s: rate_limit: %w", lc.Name, err)
-		}
-	}
-	if srv.ServerAddress, err = optionalAddr(lc.Data.ServerAddress); err != nil {
-		return nil, fmt.Errorf("listener %s: server_address: %w", lc.Name, err)
+	if v.ClientAddressName != "" {
+		// Resolved while serving.
+		srv.ClientAddressHost = &proxy.ResolvedAddress{Host: v.ClientAddressName, Refresh: lc.Data.ClientAddressRefresh}
 	}
 	if lc.Data.Path == config.PathKernel {
 		srv.DataPath = proxy.KernelPath
@@ -651,26 +638,10 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	for _, v := range lc.DenyCommands {
 		srv.DenyCommands = append(srv.DenyCommands, strings.ToUpper(v))
 	}
-	for _, c := range lc.AllowClients {
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: allow_clients: %w", lc.Name, err)
-		}
-		srv.AllowClients = append(srv.AllowClients, p.Masked())
-	}
-	if lc.Data.AdvertisePorts != "" {
-		if srv.AdvertisePorts, err = nat.ParsePortRange(lc.Data.AdvertisePorts); err != nil {
-			return nil, fmt.Errorf("listener %s: advertise_ports: %w", lc.Name, err)
-		}
-	}
 	switch lc.Data.SourceCheck {
 	case "trusted":
 		srv.SourceCheck = proxy.SourceCheckTrusted
-		for _, c := range lc.TrustedProxies {
-			if p, err := netip.ParsePrefix(c); err == nil {
-				srv.TrustedSources = append(srv.TrustedSources, p.Masked())
-			}
-		}
+		srv.TrustedSources = v.TrustedProxies
 	case "off":
 		srv.SourceCheck = proxy.SourceCheckOff
 		log.Warn("data.source_check is off: data connections are accepted from any source; only the firewall pinholes guard them",
@@ -684,20 +655,8 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 	}
 	if lc.Mode == config.ModeTransparent || lc.Mode == config.ModeForward {
 		srv.Forward = lc.Mode == config.ModeForward
-		for _, c := range lc.AllowDestinations {
-			p, err := netip.ParsePrefix(c)
-			if err != nil {
-				return nil, fmt.Errorf("listener %s: allow_destinations: %w", lc.Name, err)
-			}
-			srv.AllowDestinations = append(srv.AllowDestinations, p.Masked())
-		}
-		for _, ports := range lc.AllowPorts {
-			r, err := nat.ParsePortRange(ports)
-			if err != nil {
-				return nil, fmt.Errorf("listener %s: allow_ports: %w", lc.Name, err)
-			}
-			srv.AllowPorts = append(srv.AllowPorts, r)
-		}
+		srv.AllowDestinations = v.AllowDestinations
+		srv.AllowPorts = v.AllowPorts
 		if lc.Mode == config.ModeTransparent {
 			srv.OriginalDestination = redirectedDestination
 			if lc.Intercept == config.InterceptTPROXY {
@@ -712,13 +671,7 @@ func newServer(lc config.Listener, lim config.Limits, limiter *proxy.SessionLimi
 // connection from a trusted load balancer, and refuses one from any other
 // source (which may still connect without a header). The session reads the
 // header first, so a slow peer blocks only itself.
-func proxyProtocolListener(ln net.Listener, trusted []string) net.Listener {
-	var nets []netip.Prefix
-	for _, c := range trusted {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			nets = append(nets, p.Masked())
-		}
-	}
+func proxyProtocolListener(ln net.Listener, nets []netip.Prefix) net.Listener {
 	return &proxyproto.Listener{
 		Listener: ln,
 		ConnPolicy: func(opts proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
@@ -758,13 +711,6 @@ func tproxyDestination(c net.Conn) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%T is not a TCP address", c.LocalAddr())
 	}
 	return ta.AddrPort(), nil
-}
-
-func optionalAddr(s string) (netip.Addr, error) {
-	if s == "" {
-		return netip.Addr{}, nil
-	}
-	return netip.ParseAddr(s)
 }
 
 func newLogger(lc config.Log, w io.Writer) *slog.Logger {

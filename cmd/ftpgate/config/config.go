@@ -1,22 +1,34 @@
 // Package config loads and validates ftpgate's YAML configuration file.
 //
-// The file is decoded strictly: unknown keys, wrong types, durations without
-// a unit and extra YAML documents are errors that name the line and the key.
-// Defaults come from Default and, for each listener, from the Default*
-// constants; Validate then reports every remaining problem at once, each
-// prefixed with the path of the field it concerns, e.g.
+// The file is decoded strictly: unknown keys, wrong types, floats where an
+// integer is expected, durations without a unit and extra YAML documents
+// are errors. Defaults come from Default and, for each listener, from the
+// Default* constants; Validate then checks the values. Parse and Load
+// report every problem at once, sorted by line, each naming the line and
+// the path of the field it concerns, e.g.
 //
-//	listeners[0] (public): listen: invalid address "198.19.0.1": missing port
+//	line 3: listeners[0] (public): listen: invalid address "198.19.0.1": missing port
 //
-// Only this package knows YAML. The rest of ftpgate takes the plain values of
-// Config.
+// (only a syntax error, which leaves nothing to check, comes alone).
+//
+// Validate also parses the addresses, port ranges, networks and rates
+// into each Listener's Parsed values: those are the values the daemon runs
+// with, at the start and on reload, so that nothing is parsed twice.
+//
+// Only this package knows YAML. The rest of ftpgate takes the plain values
+// of Config.
 package config
 
 import (
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
+	"github.com/ftpgate/ftpgate/proxy"
 )
 
 // Listener modes (Listener.Mode).
@@ -110,19 +122,19 @@ const (
 	// DefaultMaxSessionsPerClient is the default Limits.MaxSessionsPerClient.
 	DefaultMaxSessionsPerClient = 64
 	// DefaultIdleTimeout is the default Limits.IdleTimeout.
-	DefaultIdleTimeout = 15 * time.Minute
+	DefaultIdleTimeout = proxy.DefaultIdleTimeout // the proxy's own default: defined once
 	// DefaultDataTimeout is the default Limits.DataTimeout.
-	DefaultDataTimeout = 30 * time.Second
+	DefaultDataTimeout = proxy.DefaultDataTimeout // the proxy's own default: defined once
 	// DefaultDrainTimeout is the default Limits.DrainTimeout.
 	DefaultDrainTimeout = 30 * time.Second
 	// DefaultMaxLineBytes is the default Limits.MaxLineBytes.
-	DefaultMaxLineBytes = 4096
+	DefaultMaxLineBytes = proxy.DefaultMaxLineBytes // the proxy's own default: defined once
 	// DefaultLoginTimeout is the default Limits.LoginTimeout.
-	DefaultLoginTimeout = 30 * time.Second
+	DefaultLoginTimeout = proxy.DefaultLoginTimeout // the proxy's own default: defined once
 	// DefaultDataIdleTimeout is the default Limits.DataIdleTimeout.
 	DefaultDataIdleTimeout = 5 * time.Minute
 	// DefaultUpstreamHoldDown is the default Listener.UpstreamHoldDown.
-	DefaultUpstreamHoldDown = 30 * time.Second
+	DefaultUpstreamHoldDown = proxy.DefaultUpstreamHoldDown // the proxy's own default: defined once
 	// DefaultLoginFailureWindow and DefaultLoginBan are the defaults of
 	// Limits.LoginFailureWindow and Limits.LoginBan.
 	DefaultLoginFailureWindow = 5 * time.Minute
@@ -131,7 +143,7 @@ const (
 	// Data.ClientAddressRefresh.
 	DefaultClientAddressRefresh = time.Minute
 	// DefaultClientIPv6Prefix is the default Limits.ClientIPv6Prefix.
-	DefaultClientIPv6Prefix = 64
+	DefaultClientIPv6Prefix = proxy.DefaultClientIPv6Prefix // the proxy's own default: defined once
 	// DefaultClientPortShare is the default Limits.ClientPortShare.
 	DefaultClientPortShare = 50
 
@@ -157,6 +169,11 @@ const (
 	MinLineBytes = 512
 	// MaxLineBytes is the largest allowed Limits.MaxLineBytes.
 	MaxLineBytes = 1 << 20
+	// MaxFileSize is the largest configuration file Load and Parse
+	// accept, 4 MiB: a listener takes a few hundred bytes, so a larger file
+	// is not a configuration, and refusing it before decoding bounds the
+	// memory and time decoding takes.
+	MaxFileSize = 4 << 20
 )
 
 // Config is the whole configuration file.
@@ -315,6 +332,43 @@ type Listener struct {
 	UpstreamTLS UpstreamTLS `yaml:"upstream_tls"`
 	// Data configures the data connections of this listener's sessions.
 	Data Data `yaml:"data"`
+
+	// Parsed holds the values above parsed, filled by Validate (and so by
+	// Parse and Load); it is not read from the file.
+	Parsed ListenerValues `yaml:"-"`
+}
+
+// ListenerValues are a listener's addresses, port ranges, networks and
+// rates, parsed once, by Validate, as it checks them. They are the values
+// the daemon runs with, at the start and on reload: it parses none of the
+// strings again, so no parse error can appear after the check. They are
+// complete only when Validate returned nil (a field that is not valid is
+// left zero); Validate recomputes them from the strings each time.
+type ListenerValues struct {
+	// Listen is Listener.Listen; an IPv4-mapped address is unmapped.
+	Listen netip.AddrPort
+	// ClientAddress is Data.ClientAddress when it is an IP address
+	// (IPv4, unmapped); zero when it is empty or a DNS name.
+	ClientAddress netip.Addr
+	// ClientAddressName is Data.ClientAddress when it is a DNS name, to
+	// resolve every Data.ClientAddressRefresh; empty otherwise.
+	ClientAddressName string
+	// ClientPorts, ServerPorts are Data.ClientPorts and Data.ServerPorts.
+	ClientPorts, ServerPorts nat.PortRange
+	// AdvertisePorts is Data.AdvertisePorts; zero when not set.
+	AdvertisePorts nat.PortRange
+	// ServerAddress is Data.ServerAddress (unmapped); zero when not set.
+	ServerAddress netip.Addr
+	// AllowClients, AllowDestinations and TrustedProxies are the
+	// networks of Listener's fields of those names, masked (10.1.2.3/8 is
+	// 10.0.0.0/8).
+	AllowClients, AllowDestinations, TrustedProxies []netip.Prefix
+	// AllowPorts are Listener.AllowPorts; empty when not set (port 21
+	// alone).
+	AllowPorts []nat.PortRange
+	// SessionRate and ListenerRate are RateLimit.Session and
+	// RateLimit.Listener in bytes per second (ParseByteRate); 0: no limit.
+	SessionRate, ListenerRate int64
 }
 
 // TLS modes (TLS.Mode, UpstreamTLS.Mode).
@@ -536,11 +590,21 @@ func Default() Config {
 }
 
 // Load reads the configuration file at path and parses it with Parse. Its
-// errors start with the file's name.
+// errors start with the file's name, and, when there are several problems,
+// their number: "ftpgate.yaml: 2 problems:\nline 3: ...\nline 9: ...".
+// A file larger than MaxFileSize is refused before it is decoded.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d MiB: not a configuration file", path, MaxFileSize>>20)
 	}
 	cfg, err := Parse(data)
 	if err != nil {
@@ -554,19 +618,43 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes a configuration file's contents over Default, strictly (see
 // the package documentation), fills in each listener's empty fields with
-// their defaults, and validates the result. When the file cannot be decoded,
-// the error lists every decoding problem, one per line; otherwise it is the
-// error of Validate.
+// their defaults, and validates the result, filling each listener's
+// Parsed values.
+//
+// The error lists every problem, decoding and validation alike, as
+// *Error values joined with errors.Join, one per line, sorted by line:
+// those of the file as a whole (no line) first, and those on one line in
+// the order they were found. Each names the line of the offending key, or
+// that of the mapping or list item lacking it when the value is a default.
+// Validation problems that follow from a decoding problem, which names the
+// cause, are left out: those about a value that could not be decoded (it
+// kept its default, or was truncated) or that is compared with one, those
+// in a list one of whose items could not be decoded (yaml.v3 leaves the
+// item out, so the items after it are misnumbered), and those about a key
+// absent from a mapping that holds an unknown key (likely that key
+// misspelt). A syntax error, a second YAML document, a mapping of more
+// than 100 keys, excessive aliasing, or data larger than MaxFileSize is
+// reported alone.
 func Parse(data []byte) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%d bytes, larger than %d MiB: not a configuration file", len(data), MaxFileSize>>20)
+	}
 	cfg := Default()
-	if err := decode(data, &cfg); err != nil {
+	idx, errs, err := decode(data, &cfg)
+	if err != nil {
 		return nil, err
 	}
 	for i := range cfg.Listeners {
 		cfg.Listeners[i].applyDefaults()
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	for _, e := range cfg.check() {
+		if idx.locate(e) {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		sortByLine(errs)
+		return nil, joinErrors(errs)
 	}
 	return &cfg, nil
 }

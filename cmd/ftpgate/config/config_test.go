@@ -2,12 +2,15 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/nat"
 )
 
 func TestLoadGood(t *testing.T) {
@@ -36,6 +39,13 @@ func TestLoadGood(t *testing.T) {
 					ServerAddress:        "198.18.1.1",
 					ServerPorts:          "51000-51999",
 				},
+				Parsed: ListenerValues{
+					Listen:        netip.MustParseAddrPort("198.19.0.1:21"),
+					ClientAddress: netip.MustParseAddr("198.19.0.1"),
+					ClientPorts:   nat.PortRange{First: 40000, Last: 40999},
+					ServerAddress: netip.MustParseAddr("198.18.1.1"),
+					ServerPorts:   nat.PortRange{First: 51000, Last: 51999},
+				},
 			},
 			{
 				Name:           "passive_only",
@@ -53,6 +63,11 @@ func TestLoadGood(t *testing.T) {
 					SourceCheck:          "strict",
 					ClientPorts:          "41000-41999",
 					ServerPorts:          "50000-50999",
+				},
+				Parsed: ListenerValues{
+					Listen:      netip.MustParseAddrPort("198.19.0.1:2121"),
+					ClientPorts: nat.PortRange{First: 41000, Last: 41999},
+					ServerPorts: nat.PortRange{First: 50000, Last: 50999},
 				},
 			},
 			{
@@ -73,6 +88,12 @@ func TestLoadGood(t *testing.T) {
 					ServerAddress:        "2001:db8:1::1",
 					ServerPorts:          "52000-52999",
 				},
+				Parsed: ListenerValues{
+					Listen:        netip.MustParseAddrPort("[2001:db8::1]:21"),
+					ClientPorts:   nat.PortRange{First: 42000, Last: 42999},
+					ServerAddress: netip.MustParseAddr("2001:db8:1::1"),
+					ServerPorts:   nat.PortRange{First: 52000, Last: 52999},
+				},
 			},
 			{
 				Name:              "edge",
@@ -91,6 +112,12 @@ func TestLoadGood(t *testing.T) {
 					SourceCheck:          "strict",
 					ClientPorts:          "43000-43999",
 					ServerPorts:          "53000-53999",
+				},
+				Parsed: ListenerValues{
+					Listen:            netip.MustParseAddrPort("198.18.1.1:2121"),
+					ClientPorts:       nat.PortRange{First: 43000, Last: 43999},
+					ServerPorts:       nat.PortRange{First: 53000, Last: 53999},
+					AllowDestinations: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/24"), netip.MustParsePrefix("2001:db8:2::/48")},
 				},
 			},
 		},
@@ -174,6 +201,11 @@ func TestParseDefaults(t *testing.T) {
 				TLS:            defaultTLS,
 				UpstreamTLS:    defaultUpstreamTLS,
 				UpstreamPolicy: "in_order", UpstreamHoldDown: 30 * time.Second,
+				Parsed: ListenerValues{
+					Listen:      netip.MustParseAddrPort("198.19.0.1:21"),
+					ClientPorts: nat.PortRange{First: 40000, Last: 40999},
+					ServerPorts: nat.PortRange{First: 50000, Last: 50999},
+				},
 			}}
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("Parse:\n got %+v\nwant %+v", *got, want)
@@ -192,7 +224,7 @@ func TestLoadBad(t *testing.T) {
 		// Decoding.
 		{"bad-empty.yaml", `at least one listener is required`},
 		{"bad-comments-only.yaml", `at least one listener is required`},
-		{"bad-no-listeners.yaml", `at least one listener is required`},
+		{"bad-no-listeners.yaml", `line 1: at least one listener is required`},
 		{"bad-unknown-key.yaml", `line 6: listeners[0] (public): data: unknown key "sever_mode"`},
 		{"bad-unknown-top-key.yaml", `line 1: unknown key "listener"`},
 		{"bad-not-integer.yaml", `line 6: limits.max_sessions: want an integer, got "lots"`},
@@ -206,82 +238,84 @@ func TestLoadBad(t *testing.T) {
 		{"bad-duplicate-key.yaml", `line 5: listeners[0] (public): duplicate key "listen" (first at line 3)`},
 
 		// Listeners.
-		{"bad-listen-no-port.yaml", `listeners[0] (public): listen: invalid address "198.19.0.1": missing port`},
-		{"bad-listen-hostname.yaml", `listeners[0] (public): listen: invalid address "ftp.example.net:21": host must be an IP address (0.0.0.0 or [::] for all addresses)`},
-		{"bad-listen-ipv6-brackets.yaml", `listeners[0] (public): listen: invalid address "2001:db8::1:21": write an IPv6 address in brackets, as in "[2001:db8::1]:21"`},
-		{"bad-listen-port.yaml", `listeners[0] (public): listen: invalid address "198.19.0.1:0": port must be a number from 1 to 65535`},
-		{"bad-listen-missing.yaml", `listeners[0] (public): listen: required`},
-		{"bad-name-missing.yaml", `listeners[0]: name: required`},
-		{"bad-name-chars.yaml", `listeners[0] ("Public FTP"): name: "Public FTP" may contain only a-z, 0-9, "_" and "-"`},
-		{"bad-duplicate-name.yaml", `listeners[1] (public): name: "public" is already used by listeners[0]`},
-		{"bad-duplicate-listen.yaml", `listeners[1] (other): listen: 198.19.0.1:21 is already used by listeners[0] (public)`},
-		{"bad-listen-wildcard.yaml", `listeners[1] (all): listen: 0.0.0.0:21 overlaps 198.19.0.1:21 of listeners[0] (public)`},
-		{"bad-transparent-upstream.yaml", `listeners[0] (edge): upstream: not allowed in transparent mode: each session goes to its original destination`},
-		{"bad-allow-destinations.yaml", `listeners[0] (edge): allow_destinations[1]: invalid CIDR "198.19.0.300/32"`},
-		{"bad-forward-no-allow.yaml", `listeners[0] (proxy): allow_destinations: required in forward mode: the networks clients may reach (without it ftpgate would relay to any host)`},
-		{"bad-allow-ports.yaml", "2 problems:\n" +
-			`listeners[0] (edge): allow_ports[1]: parsing port range "2121-2120": first port 2121 above last port 2120: value out of range` + "\n" +
-			`listeners[0] (edge): allow_ports[2]: parsing port range "smtp": first port is not a decimal number: syntax error`},
-		{"bad-intercept.yaml", `listeners[0] (edge): intercept: unknown value "divert"; use "redirect" or "tproxy"`},
-		{"bad-reverse-allow.yaml", `listeners[0] (public): allow_destinations: only for transparent and forward modes; a reverse listener connects to its upstream`},
-		{"bad-mode-unknown.yaml", `listeners[0] (public): mode: unknown value "revers"; use "reverse", "transparent" or "forward"`},
-		{"bad-upstream-missing.yaml", `listeners[0] (public): upstream: required in reverse mode (or upstreams, a list)`},
-		{"bad-upstream-port.yaml", `listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
-		{"bad-upstream-host.yaml", `listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
-		{"bad-extra-verbs.yaml", "2 problems:\nlisteners[0] (public): extra_verbs[1]: \"P@SW\": a verb is 1 to 16 letters\n" +
-			"listeners[0] (public): extra_verbs[2]: \"pasv\" is a verb ftpgate knows already"},
-		{"bad-access-controls.yaml", "3 problems:\nlisteners[0] (public): deny_commands[2]: \"FROBNICATE\" is not a verb ftpgate knows or forwards (extra_verbs)\n" +
-			"listeners[0] (public): deny_commands[3]: QUIT cannot be denied: a client must be able to leave\n" +
-			"listeners[0] (public): allow_clients[1]: invalid CIDR \"10.0.0.300/8\""},
-		{"bad-proxy-protocol.yaml", `listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
-		{"bad-advertise-ports.yaml", `listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
-		{"bad-source-check.yaml", `listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},
-		{"bad-server-commands.yaml", `listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
-		{"bad-kernel-no-firewall.yaml", `listeners[0] (public): data.path: "kernel" needs a firewall backend other than "none": its data connections cross only through pinholes`},
-		{"bad-path-kernel.yaml", `listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
-		{"bad-server-mode.yaml", `listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
-		{"bad-client-address-ipv6.yaml", `listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
-		{"bad-client-address-invalid.yaml", `listeners[0] (public): data.client_address: "ftp example net" is neither an IPv4 address nor a DNS name`},
-		{"bad-server-address-unspecified.yaml", `listeners[0] (public): data.server_address: 0.0.0.0 is unspecified; write the address the server should connect to`},
-		{"bad-server-address-family.yaml", `listeners[0] (public): data.server_address: 2001:db8:1::1 and upstream 198.18.1.2 are of different IP versions`},
-		{"bad-client-ports-syntax.yaml", `listeners[0] (public): data.client_ports: parsing port range "40999-40000": first port 40999 above last port 40000: value out of range`},
-		{"bad-server-ports-low.yaml", `listeners[0] (public): data.server_ports: 1000-2000 starts below port 1024`},
-		{"bad-client-ports-overlap.yaml", `listeners[1] (other): data.client_ports: 40500-41499 on 203.0.113.7 overlaps data.client_ports 40000-40999 on 203.0.113.7 of listeners[0] (public)`},
-		{"bad-client-ports-overlap-listen.yaml", `listeners[1] (other): data.client_ports: 40000-40999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of listeners[0] (public)`},
-		{"bad-server-ports-overlap.yaml", `listeners[1] (other): data.server_ports: 50999-51999 on 198.18.1.1 overlaps data.server_ports 50000-50999 on 198.18.1.1 of listeners[0] (public)`},
+		{"bad-listen-no-port.yaml", `line 3: listeners[0] (public): listen: invalid address "198.19.0.1": missing port`},
+		{"bad-listen-hostname.yaml", `line 3: listeners[0] (public): listen: invalid address "ftp.example.net:21": host must be an IP address (0.0.0.0 or [::] for all addresses)`},
+		{"bad-listen-ipv6-brackets.yaml", `line 3: listeners[0] (public): listen: invalid address "2001:db8::1:21": write an IPv6 address in brackets, as in "[2001:db8::1]:21"`},
+		{"bad-listen-port.yaml", `line 3: listeners[0] (public): listen: invalid address "198.19.0.1:0": port must be a number from 1 to 65535`},
+		{"bad-listen-missing.yaml", `line 2: listeners[0] (public): listen: required`},
+		{"bad-name-missing.yaml", `line 2: listeners[0]: name: required`},
+		{"bad-name-chars.yaml", `line 2: listeners[0] ("Public FTP"): name: "Public FTP" may contain only a-z, 0-9, "_" and "-"`},
+		{"bad-duplicate-name.yaml", `line 5: listeners[1] (public): name: "public" is already used by listeners[0]`},
+		{"bad-duplicate-listen.yaml", `line 6: listeners[1] (other): listen: 198.19.0.1:21 is already used by listeners[0] (public)`},
+		{"bad-listen-wildcard.yaml", `line 6: listeners[1] (all): listen: 0.0.0.0:21 overlaps 198.19.0.1:21 of listeners[0] (public)`},
+		{"bad-transparent-upstream.yaml", `line 5: listeners[0] (edge): upstream: not allowed in transparent mode: each session goes to its original destination`},
+		{"bad-allow-destinations.yaml", `line 5: listeners[0] (edge): allow_destinations[1]: invalid CIDR "198.19.0.300/32"`},
+		{"bad-forward-no-allow.yaml", `line 2: listeners[0] (proxy): allow_destinations: required in forward mode: the networks clients may reach (without it ftpgate would relay to any host)`},
+		{"bad-allow-ports.yaml", `2 problems:
+line 6: listeners[0] (edge): allow_ports[1]: parsing port range "2121-2120": first port 2121 above last port 2120: value out of range
+line 6: listeners[0] (edge): allow_ports[2]: parsing port range "smtp": first port is not a decimal number: syntax error`},
+		{"bad-intercept.yaml", `line 5: listeners[0] (edge): intercept: unknown value "divert"; use "redirect" or "tproxy"`},
+		{"bad-reverse-allow.yaml", `line 5: listeners[0] (public): allow_destinations: only for transparent and forward modes; a reverse listener connects to its upstream`},
+		{"bad-mode-unknown.yaml", `line 4: listeners[0] (public): mode: unknown value "revers"; use "reverse", "transparent" or "forward"`},
+		{"bad-upstream-missing.yaml", `line 2: listeners[0] (public): upstream: required in reverse mode (or upstreams, a list)`},
+		{"bad-upstream-port.yaml", `line 4: listeners[0] (public): upstream: invalid address "ftp.example.net:65536": port must be a number from 1 to 65535`},
+		{"bad-upstream-host.yaml", `line 4: listeners[0] (public): upstream: invalid address "198.18.1.256:21": host is neither an IP address nor a DNS name`},
+		{"bad-extra-verbs.yaml", `2 problems:
+line 5: listeners[0] (public): extra_verbs[1]: "P@SW": a verb is 1 to 16 letters
+line 5: listeners[0] (public): extra_verbs[2]: "pasv" is a verb ftpgate knows already`},
+		{"bad-access-controls.yaml", `3 problems:
+line 6: listeners[0] (public): allow_clients[1]: invalid CIDR "10.0.0.300/8"
+line 8: listeners[0] (public): deny_commands[2]: "FROBNICATE" is not a verb ftpgate knows or forwards (extra_verbs)
+line 8: listeners[0] (public): deny_commands[3]: QUIT cannot be denied: a client must be able to leave`},
+		{"bad-proxy-protocol.yaml", `line 5: listeners[0] (public): trusted_proxies: required with proxy_protocol: the load balancers whose headers to believe`},
+		{"bad-advertise-ports.yaml", `line 5: listeners[0] (public): data.advertise_ports: 30000-30004 has 5 ports, client_ports 40000-40009 has 10: they map port for port`},
+		{"bad-source-check.yaml", `line 5: listeners[0] (public): data.source_check: "trusted" needs trusted_proxies: the sources to accept`},
+		{"bad-server-commands.yaml", `line 5: listeners[0] (public): data.server_commands: "classic" needs an IPv4 server: PASV and PORT carry IPv4 addresses only`},
+		{"bad-kernel-no-firewall.yaml", `line 5: listeners[0] (public): data.path: "kernel" needs a firewall backend other than "none": its data connections cross only through pinholes`},
+		{"bad-path-kernel.yaml", `line 7: listeners[0] (public): data.server_mode: "passive" needs path "relay": the kernel path cannot convert modes; use "same"`},
+		{"bad-server-mode.yaml", `line 6: listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`},
+		{"bad-client-address-ipv6.yaml", `line 6: listeners[0] (public): data.client_address: 2001:db8::1 is not an IPv4 address; 227 replies carry IPv4 only`},
+		{"bad-client-address-invalid.yaml", `line 6: listeners[0] (public): data.client_address: "ftp example net" is neither an IPv4 address nor a DNS name`},
+		{"bad-server-address-unspecified.yaml", `line 6: listeners[0] (public): data.server_address: 0.0.0.0 is unspecified; write the address the server should connect to`},
+		{"bad-server-address-family.yaml", `line 6: listeners[0] (public): data.server_address: 2001:db8:1::1 and upstream 198.18.1.2 are of different IP versions`},
+		{"bad-client-ports-syntax.yaml", `line 6: listeners[0] (public): data.client_ports: parsing port range "40999-40000": first port 40999 above last port 40000: value out of range`},
+		{"bad-server-ports-low.yaml", `line 6: listeners[0] (public): data.server_ports: 1000-2000 starts below port 1024`},
+		{"bad-client-ports-overlap.yaml", `line 12: listeners[1] (other): data.client_ports: 40500-41499 on 203.0.113.7 overlaps data.client_ports 40000-40999 on 203.0.113.7 of listeners[0] (public)`},
+		{"bad-client-ports-overlap-listen.yaml", `line 10: listeners[1] (other): data.client_ports: 40000-40999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of listeners[0] (public)`},
+		{"bad-server-ports-overlap.yaml", `line 13: listeners[1] (other): data.server_ports: 50999-51999 on 198.18.1.1 overlaps data.server_ports 50000-50999 on 198.18.1.1 of listeners[0] (public)`},
 		// Without server_address the server ports may be on any local
 		// address: they overlap whatever is set.
-		{"bad-server-ports-overlap-unset.yaml", `listeners[1] (other): data.server_ports: 50999-51999 on any local address (no server_address) overlaps data.server_ports 50000-50999 on any local address (no server_address) of listeners[0] (public)`},
-		{"bad-client-server-overlap.yaml", `listeners[0] (public): data.server_ports: 40900-41999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of the same listener`},
+		{"bad-server-ports-overlap-unset.yaml", `line 10: listeners[1] (other): data.server_ports: 50999-51999 on any local address (no server_address) overlaps data.server_ports 50000-50999 on any local address (no server_address) of listeners[0] (public)`},
+		{"bad-client-server-overlap.yaml", `line 9: listeners[0] (public): data.server_ports: 40900-41999 on 198.19.0.1 overlaps data.client_ports 40000-40999 on 198.19.0.1 of the same listener`},
 
 		// Limits and log.
-		{"bad-max-sessions.yaml", `limits.max_sessions: must be at least 1, got 0`},
-		{"bad-max-sessions-per-client.yaml", `limits.max_sessions_per_client: must be at most limits.max_sessions (10), got 64`},
-		{"bad-idle-timeout.yaml", `limits.idle_timeout: must be positive, got 0s`},
-		{"bad-data-idle-timeout.yaml", `limits.data_idle_timeout: must not be negative (0 turns it off), got -1s`},
-		{"bad-data-timeout.yaml", `limits.data_timeout: must be positive, got -30s`},
-		{"bad-limits-clients.yaml", "3 problems:\n" +
-			"limits.login_timeout: must be positive, got 0s\n" +
-			"limits.client_ipv6_prefix: must be from 1 to 128, got 129\n" +
-			"limits.client_port_share: must be from 1 to 100 (percent), got 0"},
-		{"bad-max-line-bytes.yaml", `limits.max_line_bytes: must be from 512 to 1048576, got 100`},
-		{"bad-log-level.yaml", `log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
-		{"bad-log-format.yaml", `log.format: unknown value "xml"; use "text" or "json"`},
-		{"bad-upstreams-both.yaml", `listeners[0] (public): upstreams: upstream and upstreams both set; write the list in upstreams alone`},
-		{"bad-upstreams.yaml", "3 problems:\n" +
-			"listeners[0] (public): upstreams[1]: [2001:db8:1::2]:21 is IPv6, the first upstream IPv4; list servers of one IP version\n" +
-			"listeners[0] (public): upstreams[2]: 198.18.1.2:21 is listed twice\n" +
-			`listeners[0] (public): upstream_policy: unknown value "random"; use "in_order" or "round_robin"`},
-		{"bad-upstream-proxy-protocol.yaml", `listeners[0] (public): upstream_proxy_protocol: unknown value "v3"; use "v1" or "v2" (or leave it out)`},
-		{"bad-rate-limit.yaml", "3 problems:\n" +
-			`listeners[0] (public): rate_limit.session: invalid rate "10 parsecs": write bytes per second, e.g. 10MB or 512KiB` + "\n" +
-			"listeners[0] (public): rate_limit.listener: not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it\n" +
-			"limits.login_ban: must be positive, got 0s"},
-		{"bad-log-xferlog.yaml", `log.xferlog: "var/log/xferlog" must be an absolute path`},
-		{"bad-firewall-backend.yaml", `firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
-		{"bad-firewall-prefix.yaml", `firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
-		{"bad-firewall-ttl.yaml", `firewall.pinhole_ttl: must be positive, got -1s`},
-		{"bad-firewall-variant.yaml", `firewall.variant: unknown value "xt"; use "auto", "nft" or "legacy"`},
+		{"bad-max-sessions.yaml", `line 6: limits.max_sessions: must be at least 1, got 0`},
+		{"bad-max-sessions-per-client.yaml", `line 7: limits.max_sessions_per_client: must be at most limits.max_sessions (10), got 64`},
+		{"bad-idle-timeout.yaml", `line 6: limits.idle_timeout: must be positive, got 0s`},
+		{"bad-data-idle-timeout.yaml", `line 6: limits.data_idle_timeout: must not be negative (0 turns it off), got -1s`},
+		{"bad-data-timeout.yaml", `line 6: limits.data_timeout: must be positive, got -30s`},
+		{"bad-limits-clients.yaml", `3 problems:
+line 6: limits.login_timeout: must be positive, got 0s
+line 7: limits.client_ipv6_prefix: must be from 1 to 128, got 129
+line 8: limits.client_port_share: must be from 1 to 100 (percent), got 0`},
+		{"bad-max-line-bytes.yaml", `line 6: limits.max_line_bytes: must be from 512 to 1048576, got 100`},
+		{"bad-log-level.yaml", `line 6: log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
+		{"bad-log-format.yaml", `line 6: log.format: unknown value "xml"; use "text" or "json"`},
+		{"bad-upstreams-both.yaml", `line 5: listeners[0] (public): upstreams: upstream and upstreams both set; write the list in upstreams alone`},
+		{"bad-upstreams.yaml", `3 problems:
+line 4: listeners[0] (public): upstreams[1]: [2001:db8:1::2]:21 is IPv6, the first upstream IPv4; list servers of one IP version
+line 4: listeners[0] (public): upstreams[2]: 198.18.1.2:21 is listed twice
+line 5: listeners[0] (public): upstream_policy: unknown value "random"; use "in_order" or "round_robin"`},
+		{"bad-upstream-proxy-protocol.yaml", `line 5: listeners[0] (public): upstream_proxy_protocol: unknown value "v3"; use "v1" or "v2" (or leave it out)`},
+		{"bad-rate-limit.yaml", `3 problems:
+line 5: listeners[0] (public): rate_limit.session: invalid rate "10 parsecs": write bytes per second, e.g. 10MB or 512KiB
+line 5: listeners[0] (public): rate_limit.listener: not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it
+line 8: limits.login_ban: must be positive, got 0s`},
+		{"bad-log-xferlog.yaml", `line 6: log.xferlog: "var/log/xferlog" must be an absolute path`},
+		{"bad-firewall-backend.yaml", `line 6: firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
+		{"bad-firewall-prefix.yaml", `line 6: firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
+		{"bad-firewall-ttl.yaml", `line 6: firewall.pinhole_ttl: must be positive, got -1s`},
+		{"bad-firewall-variant.yaml", `line 6: firewall.variant: unknown value "xt"; use "auto", "nft" or "legacy"`},
 
 		// Several problems at once (see also TestAllProblemsAtOnce).
 		{"bad-many-keys.yaml", `4 problems:
@@ -290,15 +324,15 @@ line 8: limits.max_sessions: want an integer, got "lots"
 line 9: limits.idle_timeout: invalid duration 15: write a number with a unit, such as "30s" or "15m"
 line 10: unknown key "logging"`},
 		{"bad-many.yaml", `9 problems:
-listeners[0] (public): listen: invalid address "198.19.0.1": missing port
-listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"
-listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)
-listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"
-listeners[1] (public): data.client_ports: 80-90 starts below port 1024
-listeners[1] (public): name: "public" is already used by listeners[0]
-limits.max_sessions: must be at least 1, got 0
-limits.idle_timeout: must be positive, got 0s
-log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
+line 4: listeners[0] (public): listen: invalid address "198.19.0.1": missing port
+line 7: listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"
+line 8: listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)
+line 8: listeners[1] (public): name: "public" is already used by listeners[0]
+line 12: listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"
+line 13: listeners[1] (public): data.client_ports: 80-90 starts below port 1024
+line 16: limits.max_sessions: must be at least 1, got 0
+line 17: limits.idle_timeout: must be positive, got 0s
+line 19: log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`},
 	}
 
 	listed := map[string]bool{}
@@ -346,15 +380,15 @@ func TestAllProblemsAtOnce(t *testing.T) {
 		got = append(got, e.Error())
 	}
 	want := []string{
-		`listeners[0] (public): listen: invalid address "198.19.0.1": missing port`,
-		`listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`,
-		`listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)`,
-		`listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"`,
-		`listeners[1] (public): data.client_ports: 80-90 starts below port 1024`,
-		`listeners[1] (public): name: "public" is already used by listeners[0]`,
-		`limits.max_sessions: must be at least 1, got 0`,
-		`limits.idle_timeout: must be positive, got 0s`,
-		`log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`,
+		`line 4: listeners[0] (public): listen: invalid address "198.19.0.1": missing port`,
+		`line 7: listeners[0] (public): data.server_mode: unknown value "pasv"; use "same", "passive" or "active"`,
+		`line 8: listeners[1] (public): upstream: required in reverse mode (or upstreams, a list)`,
+		`line 8: listeners[1] (public): name: "public" is already used by listeners[0]`,
+		`line 12: listeners[1] (public): data.server_mode: "active" needs path "relay": the kernel path cannot convert modes; use "same"`,
+		`line 13: listeners[1] (public): data.client_ports: 80-90 starts below port 1024`,
+		`line 16: limits.max_sessions: must be at least 1, got 0`,
+		`line 17: limits.idle_timeout: must be positive, got 0s`,
+		`line 19: log.level: unknown value "verbose"; use "debug", "info", "warn" or "error"`,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("problems:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))

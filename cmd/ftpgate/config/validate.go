@@ -1,10 +1,12 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -18,74 +20,157 @@ import (
 )
 
 // Validate reports every problem with c at once, joined with errors.Join,
-// one per line, each prefixed with the path of the field concerned, e.g.
+// one per line. Each is an *Error naming the field concerned, e.g.
 // `listeners[0] (public): listen: invalid address "198.19.0.1": missing port`.
-// It does not apply defaults: fields that Parse fills in are required here.
+// Validate knows no file, so its errors have no line (Parse's have one),
+// and they come in the order of the checks: each listener's (with the
+// checks against the listeners before it), the data port ranges, then
+// limits, log, firewall and metrics. It does not apply defaults: fields
+// that Parse fills in are required here.
+//
+// Validate fills each listener's Parsed values (see ListenerValues) as it
+// checks them. Its cost grows as n·log n with the number of listeners:
+// every check across listeners goes through maps or sorted ranges.
 func (c *Config) Validate() error {
-	var errs []error
+	return joinErrors(c.check())
+}
+
+// check is Validate, with its problems not joined yet.
+func (c *Config) check() []*Error {
+	var errs []*Error
 	if len(c.Listeners) == 0 {
-		errs = append(errs, errors.New("at least one listener is required"))
+		errs = append(errs, &Error{Err: errors.New("at least one listener is required"), key: "listeners"})
 	}
-	names := map[string]int{}
-	var listens []placed[netip.AddrPort]
+	names := make(map[string]int, len(c.Listeners))
+	listens := newListenIndex()
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
-		path := listenerPath(i, l.Name)
-		for _, err := range l.validate() {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
-		}
+		p := l.check()
 		if l.Name != "" {
 			if j, dup := names[l.Name]; dup {
-				errs = append(errs, fmt.Errorf("%s: name: %q is already used by listeners[%d]", path, l.Name, j))
+				p.add("name", fmt.Errorf("%q is already used by listeners[%d]", l.Name, j))
 			} else {
 				names[l.Name] = i
 			}
 		}
-		if ap, err := parseListen(l.Listen); err == nil {
-			for _, o := range listens {
-				switch {
-				case ap == o.v:
-					errs = append(errs, fmt.Errorf("%s: listen: %s is already used by %s", path, ap, o.path))
-				case ap.Port() == o.v.Port() && overlaps(ap.Addr(), o.v.Addr()):
-					errs = append(errs, fmt.Errorf("%s: listen: %s overlaps %s of %s", path, ap, o.v, o.path))
-				}
+		if ap := l.Parsed.Listen; ap.IsValid() {
+			switch j, exact := listens.conflict(ap); {
+			case j < 0:
+			case exact:
+				p.add("listen", fmt.Errorf("%s is already used by %s", ap, listenerPath(j, c.Listeners[j].Name)))
+			default:
+				p.add("listen", fmt.Errorf("%s overlaps %s of %s", ap, c.Listeners[j].Parsed.Listen, listenerPath(j, c.Listeners[j].Name)))
 			}
-			listens = append(listens, placed[netip.AddrPort]{ap, i, path})
+			listens.add(i, ap)
+		}
+		for _, fe := range p {
+			errs = append(errs, listenerError(i, l.Name, fe))
 		}
 	}
 	if c.Firewall.Backend == BackendNone {
 		for i, l := range c.Listeners {
 			if l.Data.Path == PathKernel {
-				errs = append(errs, fmt.Errorf("%s: data.path: %q needs a firewall backend other than %q: its data connections cross only through pinholes", listenerPath(i, l.Name), PathKernel, BackendNone))
+				errs = append(errs, listenerError(i, l.Name, fieldError{field: "data.path",
+					err: fmt.Errorf("%q needs a firewall backend other than %q: its data connections cross only through pinholes", PathKernel, BackendNone)}))
 			}
 		}
 	}
 	errs = append(errs, c.checkPortPools()...)
-	errs = append(errs, c.Limits.validate()...)
-	errs = append(errs, c.Log.validate()...)
-	errs = append(errs, c.Firewall.validate()...)
+	var top problems
+	c.Limits.check(&top)
+	c.Log.check(&top)
+	c.Firewall.check(&top)
 	if c.Metrics.Listen != "" {
 		if _, err := parseListen(c.Metrics.Listen); err != nil {
-			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
+			top.add("metrics.listen", err)
 		}
 	}
-	return errors.Join(errs...)
-}
-
-// placed is a value and the listener it comes from.
-type placed[T any] struct {
-	v    T
-	i    int    // index in Config.Listeners
-	path string // listenerPath of that listener
-}
-
-// validate checks l on its own; Config.Validate adds the path prefix and the
-// checks across listeners.
-func (l *Listener) validate() []error {
-	var errs []error
-	add := func(field string, err error) {
-		errs = append(errs, fmt.Errorf("%s: %w", field, err))
+	for _, fe := range top {
+		errs = append(errs, topError(fe))
 	}
+	return errs
+}
+
+// listenIndex finds, in constant time, the first listener whose listen
+// address collides with a new one: the same address and port, or one
+// that a wildcard covers on the same port (0.0.0.0 covers IPv4, [::]
+// covers both, as Go listens dual-stack). A listener that collides with
+// several is reported once, against the first.
+type listenIndex struct {
+	exact map[netip.AddrPort]int
+	// By port, the first listener on an IPv4 address, on an IPv6 address,
+	// on 0.0.0.0, on [::].
+	v4, v6, any4, any6 map[uint16]int
+}
+
+func newListenIndex() *listenIndex {
+	return &listenIndex{exact: map[netip.AddrPort]int{},
+		v4: map[uint16]int{}, v6: map[uint16]int{}, any4: map[uint16]int{}, any6: map[uint16]int{}}
+}
+
+// conflict returns the first listener added whose address collides with
+// ap (-1 if none), and whether it is ap itself.
+func (x *listenIndex) conflict(ap netip.AddrPort) (int, bool) {
+	if j, ok := x.exact[ap]; ok {
+		return j, true
+	}
+	a, port := ap.Addr(), ap.Port()
+	switch {
+	case a.IsUnspecified() && a.Is6():
+		return first(port, x.v4, x.v6), false
+	case a.IsUnspecified():
+		return first(port, x.v4, x.any6), false
+	case a.Is4():
+		return first(port, x.any4, x.any6), false
+	default:
+		return first(port, x.any6), false
+	}
+}
+
+// add records listener i on ap (unmapped, as parseListen returns it).
+func (x *listenIndex) add(i int, ap netip.AddrPort) {
+	setFirst := func(m map[uint16]int) {
+		if _, ok := m[ap.Port()]; !ok {
+			m[ap.Port()] = i
+		}
+	}
+	if _, ok := x.exact[ap]; !ok {
+		x.exact[ap] = i
+	}
+	if ap.Addr().Is4() {
+		setFirst(x.v4)
+	} else {
+		setFirst(x.v6)
+	}
+	if ap.Addr().IsUnspecified() {
+		if ap.Addr().Is4() {
+			setFirst(x.any4)
+		} else {
+			setFirst(x.any6)
+		}
+	}
+}
+
+// first returns the lowest listener index that maps hold for port, -1 if
+// none does.
+func first(port uint16, maps ...map[uint16]int) int {
+	j := -1
+	for _, m := range maps {
+		if i, ok := m[port]; ok && (j < 0 || i < j) {
+			j = i
+		}
+	}
+	return j
+}
+
+// check checks l on its own and fills l.Parsed with the values it parses;
+// Config.check adds the checks across listeners. The fields of the
+// problems are relative to the listener.
+func (l *Listener) check() problems {
+	var p problems
+	add := p.add
+	l.Parsed = ListenerValues{}
+	v := &l.Parsed
 
 	switch {
 	case l.Name == "":
@@ -94,8 +179,10 @@ func (l *Listener) validate() []error {
 		add("name", fmt.Errorf("%q may contain only a-z, 0-9, \"_\" and \"-\"", l.Name))
 	}
 
-	if _, err := parseListen(l.Listen); err != nil {
+	if ap, err := parseListen(l.Listen); err != nil {
 		add("listen", err)
+	} else {
+		v.Listen = ap
 	}
 
 	switch l.Mode {
@@ -112,7 +199,7 @@ func (l *Listener) validate() []error {
 				add("upstream", err)
 			}
 		default:
-			errs = append(errs, l.validateUpstreams()...)
+			l.checkUpstreams(&p)
 		}
 		if len(l.AllowDestinations) > 0 {
 			add("allow_destinations", errors.New("only for transparent and forward modes; a reverse listener connects to its upstream"))
@@ -130,11 +217,7 @@ func (l *Listener) validate() []error {
 		if l.Upstream != "" {
 			add("upstream", errors.New("not allowed in transparent mode: each session goes to its original destination"))
 		}
-		for i, c := range l.AllowDestinations {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				add(fmt.Sprintf("allow_destinations[%d]", i), fmt.Errorf("invalid CIDR %q", c))
-			}
-		}
+		v.AllowDestinations = parsePrefixes(&p, "allow_destinations", l.AllowDestinations)
 		switch l.Intercept {
 		case InterceptRedirect, InterceptTPROXY:
 		default:
@@ -150,11 +233,7 @@ func (l *Listener) validate() []error {
 		if len(l.AllowDestinations) == 0 {
 			add("allow_destinations", errors.New("required in forward mode: the networks clients may reach (without it ftpgate would relay to any host)"))
 		}
-		for i, c := range l.AllowDestinations {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				add(fmt.Sprintf("allow_destinations[%d]", i), fmt.Errorf("invalid CIDR %q", c))
-			}
-		}
+		v.AllowDestinations = parsePrefixes(&p, "allow_destinations", l.AllowDestinations)
 		if l.Intercept != "" {
 			add("intercept", errors.New("only for transparent mode"))
 		}
@@ -162,44 +241,49 @@ func (l *Listener) validate() []error {
 		add("mode", fmt.Errorf("unknown value %q; use %q, %q or %q", l.Mode, ModeReverse, ModeTransparent, ModeForward))
 	}
 
-	errs = append(errs, l.validateTLS()...)
+	l.checkTLS(&p)
 
-	for i, p := range l.AllowPorts {
-		if _, err := nat.ParsePortRange(p); err != nil {
+	for i, s := range l.AllowPorts {
+		if r, err := nat.ParsePortRange(s); err != nil {
 			add(fmt.Sprintf("allow_ports[%d]", i), err)
+		} else {
+			v.AllowPorts = append(v.AllowPorts, r)
 		}
 	}
 
-	for i, v := range l.ExtraVerbs {
-		if err := checkExtraVerb(v); err != nil {
+	extra := make(map[string]bool, len(l.ExtraVerbs))
+	for i, verb := range l.ExtraVerbs {
+		if err := checkExtraVerb(verb); err != nil {
 			add(fmt.Sprintf("extra_verbs[%d]", i), err)
 		}
+		extra[strings.ToUpper(verb)] = true
 	}
-	for i, v := range l.DenyCommands {
-		switch up := strings.ToUpper(v); {
-		case !ftp.KnownVerb(up) && !slices.ContainsFunc(l.ExtraVerbs, func(e string) bool { return strings.EqualFold(e, v) }):
-			add(fmt.Sprintf("deny_commands[%d]", i), fmt.Errorf("%q is not a verb ftpgate knows or forwards (extra_verbs)", v))
+	for i, verb := range l.DenyCommands {
+		switch up := strings.ToUpper(verb); {
+		case !ftp.KnownVerb(up) && !extra[up]:
+			add(fmt.Sprintf("deny_commands[%d]", i), fmt.Errorf("%q is not a verb ftpgate knows or forwards (extra_verbs)", verb))
 		case up == "QUIT":
 			add(fmt.Sprintf("deny_commands[%d]", i), errors.New("QUIT cannot be denied: a client must be able to leave"))
 		}
 	}
-	for i, c := range l.AllowClients {
-		if _, err := netip.ParsePrefix(c); err != nil {
-			add(fmt.Sprintf("allow_clients[%d]", i), fmt.Errorf("invalid CIDR %q", c))
-		}
-	}
+	v.AllowClients = parsePrefixes(&p, "allow_clients", l.AllowClients)
 
-	for _, r := range []struct{ field, value string }{
-		{"rate_limit.session", l.RateLimit.Session},
-		{"rate_limit.listener", l.RateLimit.Listener},
+	for _, r := range []struct {
+		field, value string
+		to           *int64
+	}{
+		{"rate_limit.session", l.RateLimit.Session, &v.SessionRate},
+		{"rate_limit.listener", l.RateLimit.Listener, &v.ListenerRate},
 	} {
 		if r.value == "" {
 			continue
 		}
-		if _, err := ParseByteRate(r.value); err != nil {
+		if rate, err := ParseByteRate(r.value); err != nil {
 			add(r.field, err)
 		} else if l.Data.Path == PathKernel {
 			add(r.field, errors.New("not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it"))
+		} else {
+			*r.to = rate
 		}
 	}
 	switch l.UpstreamPolicy {
@@ -218,18 +302,21 @@ func (l *Listener) validate() []error {
 		add("upstream_proxy_protocol", fmt.Errorf("unknown value %q; use \"v1\" or \"v2\" (or leave it out)", l.UpstreamProxyProtocol))
 	}
 	if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
-		add("trusted_proxies", errors.New("required with proxy_protocol: the load balancers whose headers to believe"))
+		add("trusted_proxies", errors.New("required with proxy_protocol: the load balancers whose headers to believe"), "proxy_protocol")
 	}
 	if !l.ProxyProtocol && l.Data.SourceCheck != "trusted" && len(l.TrustedProxies) > 0 {
 		add("trusted_proxies", errors.New("only with proxy_protocol: true or data.source_check: trusted"))
 	}
-	for i, c := range l.TrustedProxies {
-		if _, err := netip.ParsePrefix(c); err != nil {
-			add(fmt.Sprintf("trusted_proxies[%d]", i), fmt.Errorf("invalid CIDR %q", c))
-		}
-	}
+	v.TrustedProxies = parsePrefixes(&p, "trusted_proxies", l.TrustedProxies)
 
-	d := &l.Data
+	l.checkData(&p)
+	return p
+}
+
+// checkData checks l's data section and fills the values it parses.
+func (l *Listener) checkData(p *problems) {
+	add := p.add
+	d, v := &l.Data, &l.Parsed
 	switch d.Path {
 	case "":
 		add("data.path", errors.New("required"))
@@ -238,7 +325,7 @@ func (l *Listener) validate() []error {
 		// The kernel forwards what it is told: it cannot turn a passive
 		// data connection into an active one.
 		if d.ServerMode != ServerModeSame && d.ServerMode != "" {
-			add("data.server_mode", fmt.Errorf("%q needs path %q: the kernel path cannot convert modes; use %q", d.ServerMode, PathRelay, ServerModeSame))
+			add("data.server_mode", fmt.Errorf("%q needs path %q: the kernel path cannot convert modes; use %q", d.ServerMode, PathRelay, ServerModeSame), "data.path")
 		}
 	default:
 		add("data.path", fmt.Errorf("unknown value %q; use %q or %q", d.Path, PathRelay, PathKernel))
@@ -276,16 +363,6 @@ func (l *Listener) validate() []error {
 	default:
 		add("data.source_check", fmt.Errorf("unknown value %q; use \"strict\", \"trusted\" or \"off\"", d.SourceCheck))
 	}
-	if d.AdvertisePorts != "" {
-		a, aerr := nat.ParsePortRange(d.AdvertisePorts)
-		c, cerr := nat.ParsePortRange(d.ClientPorts)
-		switch {
-		case aerr != nil:
-			add("data.advertise_ports", aerr)
-		case cerr == nil && a.Len() != c.Len():
-			add("data.advertise_ports", fmt.Errorf("%s has %d ports, client_ports %s has %d: they map port for port", a, a.Len(), c, c.Len()))
-		}
-	}
 
 	if d.ClientAddress != "" {
 		// 227 carries IPv4 only (RFC 959); clients on IPv6 use EPSV,
@@ -294,7 +371,9 @@ func (l *Listener) validate() []error {
 		case err != nil && validHostname(d.ClientAddress):
 			// A DNS name, resolved at run time (dynamic DNS).
 			if d.ClientAddressRefresh <= 0 {
-				add("data.client_address_refresh", fmt.Errorf("must be positive, got %s", d.ClientAddressRefresh))
+				add("data.client_address_refresh", fmt.Errorf("must be positive, got %s", d.ClientAddressRefresh), "data.client_address")
+			} else {
+				v.ClientAddressName = d.ClientAddress
 			}
 		case err != nil:
 			add("data.client_address", fmt.Errorf("%q is neither an IPv4 address nor a DNS name", d.ClientAddress))
@@ -302,6 +381,8 @@ func (l *Listener) validate() []error {
 			add("data.client_address", fmt.Errorf("%s is not an IPv4 address; 227 replies carry IPv4 only", d.ClientAddress))
 		case a.IsUnspecified():
 			add("data.client_address", fmt.Errorf("%s is unspecified; write the address clients should connect to", d.ClientAddress))
+		default:
+			v.ClientAddress = a.Unmap()
 		}
 	}
 	if d.ServerAddress != "" {
@@ -313,34 +394,66 @@ func (l *Listener) validate() []error {
 		default:
 			if up, err := netip.ParseAddrPort(l.primaryUpstream()); err == nil && up.Addr().Unmap().Is4() != a.Unmap().Is4() {
 				add("data.server_address", fmt.Errorf("%s and upstream %s are of different IP versions", d.ServerAddress, up.Addr()))
+			} else {
+				v.ServerAddress = a.Unmap()
 			}
 		}
 	}
 
-	for _, f := range []struct{ name, value string }{
-		{"data.client_ports", d.ClientPorts},
-		{"data.server_ports", d.ServerPorts},
+	for _, f := range []struct {
+		name, value string
+		to          *nat.PortRange
+	}{
+		{"data.client_ports", d.ClientPorts, &v.ClientPorts},
+		{"data.server_ports", d.ServerPorts, &v.ServerPorts},
 	} {
 		if f.value == "" {
 			add(f.name, errors.New("required"))
-		} else if err := validPortRange(f.value); err != nil {
+		} else if r, err := parseDataPorts(f.value); err != nil {
 			add(f.name, err)
+		} else {
+			*f.to = r
 		}
 	}
-	return errs
+	if d.AdvertisePorts != "" {
+		switch a, err := nat.ParsePortRange(d.AdvertisePorts); {
+		case err != nil:
+			add("data.advertise_ports", err)
+		case v.ClientPorts.Len() > 0 && a.Len() != v.ClientPorts.Len():
+			add("data.advertise_ports", fmt.Errorf("%s has %d ports, client_ports %s has %d: they map port for port", a, a.Len(), v.ClientPorts, v.ClientPorts.Len()))
+		default:
+			v.AdvertisePorts = a
+		}
+	}
 }
 
-// validPortRange checks a data port range such as "40000-40999": its syntax
-// is nat.ParsePortRange's, and its ports must not be privileged.
-func validPortRange(s string) error {
+// parsePrefixes parses a list of networks (CIDR), reporting each invalid
+// one as field[i], and returns the valid ones, masked (10.1.2.3/8 is
+// 10.0.0.0/8).
+func parsePrefixes(p *problems, field string, list []string) []netip.Prefix {
+	var nets []netip.Prefix
+	for i, c := range list {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			p.add(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("invalid CIDR %q", c))
+			continue
+		}
+		nets = append(nets, pfx.Masked())
+	}
+	return nets
+}
+
+// parseDataPorts parses a data port range such as "40000-40999": its
+// syntax is nat.ParsePortRange's, and its ports must not be privileged.
+func parseDataPorts(s string) (nat.PortRange, error) {
 	r, err := nat.ParsePortRange(s)
 	if err != nil {
-		return err
+		return nat.PortRange{}, err
 	}
 	if r.First < MinDataPort {
-		return fmt.Errorf("%s starts below port %d", r, MinDataPort)
+		return nat.PortRange{}, fmt.Errorf("%s starts below port %d", r, MinDataPort)
 	}
-	return nil
+	return r, nil
 }
 
 // validName reports whether s is made only of a-z, 0-9, "_" and "-".
@@ -396,21 +509,20 @@ func parseListen(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a.Unmap(), port), nil
 }
 
-// validateUpstreams checks a reverse listener's list of upstreams: each
+// checkUpstreams checks a reverse listener's list of upstreams: each
 // an address, no two alike, all IP addresses of one version (the data
 // settings are checked against it), and the policy for them.
-func (l *Listener) validateUpstreams() []error {
-	var errs []error
-	seen := map[string]bool{}
+func (l *Listener) checkUpstreams(p *problems) {
+	seen := make(map[string]bool, len(l.Upstreams))
 	family := ""
 	for i, u := range l.Upstreams {
 		field := fmt.Sprintf("upstreams[%d]", i)
 		if err := checkUpstream(u); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			p.add(field, err)
 			continue
 		}
 		if seen[u] {
-			errs = append(errs, fmt.Errorf("%s: %s is listed twice", field, u))
+			p.add(field, fmt.Errorf("%s is listed twice", u))
 		}
 		seen[u] = true
 		if ap, err := netip.ParseAddrPort(u); err == nil {
@@ -419,7 +531,7 @@ func (l *Listener) validateUpstreams() []error {
 				f = "IPv4"
 			}
 			if family != "" && f != family {
-				errs = append(errs, fmt.Errorf("%s: %s is %s, the first upstream %s; list servers of one IP version", field, u, f, family))
+				p.add(field, fmt.Errorf("%s is %s, the first upstream %s; list servers of one IP version", u, f, family))
 			}
 			if family == "" {
 				family = f
@@ -434,10 +546,9 @@ func (l *Listener) validateUpstreams() []error {
 			}
 		}
 		if len(hosts) > 1 {
-			errs = append(errs, errors.New("upstream_tls.server_name: required with upstreams on several hosts: the name their certificates are checked against"))
+			p.add("upstream_tls.server_name", errors.New("required with upstreams on several hosts: the name their certificates are checked against"), "upstream_tls")
 		}
 	}
-	return errs
 }
 
 // byteUnits are the units of ParseByteRate.
@@ -515,19 +626,9 @@ func validHostname(s string) bool {
 	return strings.Trim(last, "0123456789") != ""
 }
 
-// overlaps reports whether sockets bound to a and b on one port would
-// collide: the addresses are equal, or one is a wildcard covering the other
-// (0.0.0.0 covers IPv4, [::] covers both, as Go listens dual-stack).
-func overlaps(a, b netip.Addr) bool {
-	a, b = a.Unmap(), b.Unmap()
-	covers := func(w, x netip.Addr) bool {
-		return w.IsUnspecified() && (w.Is6() || x.Is4())
-	}
-	return a == b || covers(a, b) || covers(b, a)
-}
-
 // pool is a range of data ports on an address, owned by one listener.
 type pool struct {
+	i     int    // the listener's index
 	field string // "data.client_ports" or "data.server_ports"
 	addr  netip.Addr
 	r     nat.PortRange
@@ -536,8 +637,14 @@ type pool struct {
 	any4, any6 bool
 }
 
+// broad reports whether p's ports may be on more than one address: a
+// wildcard, or an address not known.
+func (p *pool) broad() bool {
+	return !p.addr.IsValid() || p.addr.IsUnspecified()
+}
+
 // families reports which address families p's ports may be on.
-func (p pool) families() (v4, v6 bool) {
+func (p *pool) families() (v4, v6 bool) {
 	if !p.addr.IsValid() {
 		return p.any4, p.any6
 	}
@@ -547,162 +654,197 @@ func (p pool) families() (v4, v6 bool) {
 	return p.addr.Is4(), p.addr.Is6()
 }
 
-// sharesAddress reports whether p and o may hold a port of the same
-// address.
-func (p pool) sharesAddress(o pool) bool {
-	if p.addr.IsValid() && o.addr.IsValid() {
-		return overlaps(p.addr, o.addr)
-	}
-	p4, p6 := p.families()
-	o4, o6 := o.families()
-	return p4 && o4 || p6 && o6
-}
-
 // checkPortPools reports port ranges that could hand out the same port on
 // the same address: client_ports of listeners sharing a client address (the
 // listen IP when client_address is empty), server_ports of listeners whose
-// server_address is set and equal, and a client range and a server range on
-// the same address, within a listener or across two.
-func (c *Config) checkPortPools() []error {
-	var errs []error
-	var pools []placed[pool]
-	for i, l := range c.Listeners {
-		path := listenerPath(i, l.Name)
-		var mine []pool
-		if r, ok := parsedRange(l.Data.ClientPorts); ok {
-			addr, err := netip.ParseAddr(l.Data.ClientAddress)
+// server_address is set and equal, server_ports without server_address
+// (on any local address of the server's family) and any other range of
+// that family, and a client range and a server range on the same address,
+// within a listener or across two.
+//
+// It takes n·log n time, not a comparison of every pair: the ranges of one
+// address, and those of one address family, are sorted by first port and
+// swept once, each range compared with the one reaching furthest before
+// it. A range that overlaps several is so reported at least once, not
+// against each: the error is on the later of the two listeners (the
+// server range, within one listener), naming the earlier.
+func (c *Config) checkPortPools() []*Error {
+	var pools []pool // in the order of the listeners, client range first
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		v := &l.Parsed
+		if v.ClientPorts.Len() > 0 {
+			addr := v.ClientAddress
 			if l.Data.ClientAddress == "" {
-				var ap netip.AddrPort
-				ap, err = parseListen(l.Listen)
-				addr = ap.Addr()
+				addr = v.Listen.Addr()
 			}
-			if err == nil {
-				mine = append(mine, pool{field: "data.client_ports", addr: addr.Unmap(), r: r})
+			if addr.IsValid() {
+				pools = append(pools, pool{i: i, field: "data.client_ports", addr: addr, r: v.ClientPorts})
 			}
 		}
-		if r, ok := parsedRange(l.Data.ServerPorts); ok {
-			p := pool{field: "data.server_ports", r: r}
-			if addr, err := netip.ParseAddr(l.Data.ServerAddress); err == nil {
-				p.addr = addr.Unmap()
-			} else {
+		if v.ServerPorts.Len() > 0 {
+			p := pool{i: i, field: "data.server_ports", addr: v.ServerAddress, r: v.ServerPorts}
+			switch {
+			case l.Data.ServerAddress != "" && !p.addr.IsValid():
+				continue // invalid, reported
+			case !p.addr.IsValid():
 				// Without server_address, the ports are on whatever local
 				// address the connection to the server gets: any, of the
 				// server's family where it is known.
 				p.any4, p.any6 = serverFamilies(l)
 			}
-			mine = append(mine, p)
+			pools = append(pools, p)
 		}
-		for _, p := range mine {
-			for _, o := range pools {
-				if !p.sharesAddress(o.v) || p.r.First > o.v.r.Last || o.v.r.First > p.r.Last {
-					continue
-				}
-				owner := "of " + o.path
-				if o.i == i {
-					owner = "of the same listener"
-				}
-				errs = append(errs, fmt.Errorf("%s: %s: %s on %s overlaps %s %s on %s %s",
-					path, p.field, p.r, addrName(p.addr), o.v.field, o.v.r, addrName(o.v.addr), owner))
+	}
+
+	// Two pools share an address if both are on one address (not a
+	// wildcard), or if one is broad and both may be of one family.
+	byAddr := map[netip.Addr][]int{}
+	var v4, v6 []int
+	for j := range pools {
+		p := &pools[j]
+		if !p.broad() {
+			byAddr[p.addr] = append(byAddr[p.addr], j)
+		}
+		p4, p6 := p.families()
+		if p4 {
+			v4 = append(v4, j)
+		}
+		if p6 {
+			v6 = append(v6, j)
+		}
+	}
+	found := map[[2]int]bool{} // pairs of pools: later, earlier
+	report := func(a, b int) {
+		found[[2]int{max(a, b), min(a, b)}] = true
+	}
+	// sweep reports overlaps among the pools of group: each pool whose
+	// range starts within the range reaching furthest before it, among
+	// the broad ones, or among all if all is set or the pool is broad.
+	sweep := func(group []int, all bool) {
+		slices.SortFunc(group, func(a, b int) int {
+			return cmp.Or(cmp.Compare(pools[a].r.First, pools[b].r.First), cmp.Compare(a, b))
+		})
+		reach, broadReach := -1, -1
+		for _, j := range group {
+			p := &pools[j]
+			if broadReach >= 0 && p.r.First <= pools[broadReach].r.Last {
+				report(j, broadReach)
 			}
-			pools = append(pools, placed[pool]{p, i, path})
+			if reach >= 0 && (all || p.broad()) && p.r.First <= pools[reach].r.Last {
+				report(j, reach)
+			}
+			if reach < 0 || p.r.Last > pools[reach].r.Last {
+				reach = j
+			}
+			if p.broad() && (broadReach < 0 || p.r.Last > pools[broadReach].r.Last) {
+				broadReach = j
+			}
 		}
+	}
+	for _, group := range byAddr {
+		sweep(group, true)
+	}
+	sweep(v4, false)
+	sweep(v6, false)
+
+	pairs := slices.SortedFunc(maps.Keys(found), func(a, b [2]int) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	errs := make([]*Error, 0, len(pairs))
+	for _, pair := range pairs {
+		p, o := &pools[pair[0]], &pools[pair[1]]
+		owner := "of " + listenerPath(o.i, c.Listeners[o.i].Name)
+		if o.i == p.i {
+			owner = "of the same listener"
+		}
+		errs = append(errs, listenerError(p.i, c.Listeners[p.i].Name, fieldError{field: p.field,
+			err: fmt.Errorf("%s on %s overlaps %s %s on %s %s", p.r, addrName(p.addr), o.field, o.r, addrName(o.addr), owner)}))
 	}
 	return errs
 }
 
-// parsedRange returns the range s names if it is valid.
-func parsedRange(s string) (nat.PortRange, bool) {
-	if validPortRange(s) != nil {
-		return nat.PortRange{}, false
-	}
-	r, err := nat.ParsePortRange(s)
-	return r, err == nil
-}
-
-func (l *Limits) validate() []error {
-	var errs []error
+// check checks the limits section.
+func (l *Limits) check(p *problems) {
 	if l.MaxSessions < 1 {
-		errs = append(errs, fmt.Errorf("limits.max_sessions: must be at least 1, got %d", l.MaxSessions))
+		p.add("limits.max_sessions", fmt.Errorf("must be at least 1, got %d", l.MaxSessions))
 	}
 	switch {
 	case l.MaxSessionsPerClient < 1:
-		errs = append(errs, fmt.Errorf("limits.max_sessions_per_client: must be at least 1, got %d", l.MaxSessionsPerClient))
+		p.add("limits.max_sessions_per_client", fmt.Errorf("must be at least 1, got %d", l.MaxSessionsPerClient))
 	case l.MaxSessions >= 1 && l.MaxSessionsPerClient > l.MaxSessions:
-		errs = append(errs, fmt.Errorf("limits.max_sessions_per_client: must be at most limits.max_sessions (%d), got %d", l.MaxSessions, l.MaxSessionsPerClient))
+		p.add("limits.max_sessions_per_client", fmt.Errorf("must be at most limits.max_sessions (%d), got %d", l.MaxSessions, l.MaxSessionsPerClient), "limits.max_sessions")
 	}
 	if l.IdleTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("limits.idle_timeout: must be positive, got %s", l.IdleTimeout))
+		p.add("limits.idle_timeout", fmt.Errorf("must be positive, got %s", l.IdleTimeout))
 	}
 	if l.DataTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("limits.data_timeout: must be positive, got %s", l.DataTimeout))
+		p.add("limits.data_timeout", fmt.Errorf("must be positive, got %s", l.DataTimeout))
 	}
 	if l.DrainTimeout < 0 {
-		errs = append(errs, fmt.Errorf("limits.drain_timeout: must not be negative, got %s", l.DrainTimeout))
+		p.add("limits.drain_timeout", fmt.Errorf("must not be negative, got %s", l.DrainTimeout))
 	}
 	if l.MaxLineBytes < MinLineBytes || l.MaxLineBytes > MaxLineBytes {
-		errs = append(errs, fmt.Errorf("limits.max_line_bytes: must be from %d to %d, got %d", MinLineBytes, MaxLineBytes, l.MaxLineBytes))
+		p.add("limits.max_line_bytes", fmt.Errorf("must be from %d to %d, got %d", MinLineBytes, MaxLineBytes, l.MaxLineBytes))
 	}
 	if l.LoginTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("limits.login_timeout: must be positive, got %s", l.LoginTimeout))
+		p.add("limits.login_timeout", fmt.Errorf("must be positive, got %s", l.LoginTimeout))
 	}
 	if l.DataIdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("limits.data_idle_timeout: must not be negative (0 turns it off), got %s", l.DataIdleTimeout))
+		p.add("limits.data_idle_timeout", fmt.Errorf("must not be negative (0 turns it off), got %s", l.DataIdleTimeout))
 	}
 	if l.ClientIPv6Prefix < 1 || l.ClientIPv6Prefix > 128 {
-		errs = append(errs, fmt.Errorf("limits.client_ipv6_prefix: must be from 1 to 128, got %d", l.ClientIPv6Prefix))
+		p.add("limits.client_ipv6_prefix", fmt.Errorf("must be from 1 to 128, got %d", l.ClientIPv6Prefix))
 	}
 	if l.LoginFailures < 0 {
-		errs = append(errs, fmt.Errorf("limits.login_failures: must not be negative (0 turns it off), got %d", l.LoginFailures))
+		p.add("limits.login_failures", fmt.Errorf("must not be negative (0 turns it off), got %d", l.LoginFailures))
 	}
 	if l.LoginFailures > 0 && l.LoginFailureWindow <= 0 {
-		errs = append(errs, fmt.Errorf("limits.login_failure_window: must be positive, got %s", l.LoginFailureWindow))
+		p.add("limits.login_failure_window", fmt.Errorf("must be positive, got %s", l.LoginFailureWindow), "limits.login_failures")
 	}
 	if l.LoginFailures > 0 && l.LoginBan <= 0 {
-		errs = append(errs, fmt.Errorf("limits.login_ban: must be positive, got %s", l.LoginBan))
+		p.add("limits.login_ban", fmt.Errorf("must be positive, got %s", l.LoginBan), "limits.login_failures")
 	}
 	if l.ClientPortShare < 1 || l.ClientPortShare > 100 {
-		errs = append(errs, fmt.Errorf("limits.client_port_share: must be from 1 to 100 (percent), got %d", l.ClientPortShare))
+		p.add("limits.client_port_share", fmt.Errorf("must be from 1 to 100 (percent), got %d", l.ClientPortShare))
 	}
-	return errs
 }
 
-func (l *Log) validate() []error {
-	var errs []error
+// check checks the log section.
+func (l *Log) check(p *problems) {
 	switch l.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level: unknown value %q; use \"debug\", \"info\", \"warn\" or \"error\"", l.Level))
+		p.add("log.level", fmt.Errorf("unknown value %q; use \"debug\", \"info\", \"warn\" or \"error\"", l.Level))
 	}
 	switch l.Format {
 	case "text", "json":
 	default:
-		errs = append(errs, fmt.Errorf("log.format: unknown value %q; use \"text\" or \"json\"", l.Format))
+		p.add("log.format", fmt.Errorf("unknown value %q; use \"text\" or \"json\"", l.Format))
 	}
 	if l.Xferlog != "" && !filepath.IsAbs(l.Xferlog) {
-		errs = append(errs, fmt.Errorf("log.xferlog: %q must be an absolute path", l.Xferlog))
+		p.add("log.xferlog", fmt.Errorf("%q must be an absolute path", l.Xferlog))
 	}
-	return errs
 }
 
-func (f *Firewall) validate() []error {
-	var errs []error
+// check checks the firewall section.
+func (f *Firewall) check(p *problems) {
 	switch f.Backend {
 	case BackendAuto, BackendNetlink, BackendIPTables, BackendNone:
 	default:
-		errs = append(errs, fmt.Errorf("firewall.backend: unknown value %q; use %q, %q, %q or %q", f.Backend, BackendAuto, BackendNetlink, BackendIPTables, BackendNone))
+		p.add("firewall.backend", fmt.Errorf("unknown value %q; use %q, %q, %q or %q", f.Backend, BackendAuto, BackendNetlink, BackendIPTables, BackendNone))
 	}
 	if !validChainPrefix(f.ChainPrefix) {
-		errs = append(errs, fmt.Errorf("firewall.chain_prefix: %q must be 1 to 16 letters, digits, \"_\" or \"-\"", f.ChainPrefix))
+		p.add("firewall.chain_prefix", fmt.Errorf("%q must be 1 to 16 letters, digits, \"_\" or \"-\"", f.ChainPrefix))
 	}
 	if f.PinholeTTL <= 0 {
-		errs = append(errs, fmt.Errorf("firewall.pinhole_ttl: must be positive, got %s", f.PinholeTTL))
+		p.add("firewall.pinhole_ttl", fmt.Errorf("must be positive, got %s", f.PinholeTTL))
 	}
 	switch f.Variant {
 	case VariantAuto, VariantNFT, VariantLegacy:
 	default:
-		errs = append(errs, fmt.Errorf("firewall.variant: unknown value %q; use %q, %q or %q", f.Variant, VariantAuto, VariantNFT, VariantLegacy))
+		p.add("firewall.variant", fmt.Errorf("unknown value %q; use %q, %q or %q", f.Variant, VariantAuto, VariantNFT, VariantLegacy))
 	}
-	return errs
 }
 
 // validChainPrefix reports whether s can start iptables chain names such as
@@ -744,7 +886,7 @@ func addrName(a netip.Addr) string {
 // serverFamilies returns the address families of l's server connections:
 // the upstream's, if it is an IP address; the clients', in transparent
 // mode; either, otherwise.
-func serverFamilies(l Listener) (v4, v6 bool) {
+func serverFamilies(l *Listener) (v4, v6 bool) {
 	switch l.Mode {
 	case ModeReverse:
 		if host, _, err := splitAddress(l.primaryUpstream()); err == nil {
@@ -753,19 +895,18 @@ func serverFamilies(l Listener) (v4, v6 bool) {
 			}
 		}
 	case ModeTransparent:
-		if ap, err := parseListen(l.Listen); err == nil && !ap.Addr().IsUnspecified() {
-			return ap.Addr().Unmap().Is4(), !ap.Addr().Unmap().Is4()
+		if a := l.Parsed.Listen.Addr(); a.IsValid() && !a.IsUnspecified() {
+			return a.Is4(), !a.Is4()
 		}
 	}
 	return true, true
 }
 
-// validateTLS checks the tls and upstream_tls sections; the files are
+// checkTLS checks the tls and upstream_tls sections; the files are
 // loaded (a pair that does not match, or an unreadable CA, is an error
 // here, not at the first session).
-func (l *Listener) validateTLS() []error {
-	var errs []error
-	add := func(field string, err error) { errs = append(errs, fmt.Errorf("%s: %w", field, err)) }
+func (l *Listener) checkTLS(p *problems) {
+	add := p.add
 	modes := func(field, mode string) bool {
 		switch mode {
 		case TLSOff, TLSExplicit, TLSImplicit:
@@ -804,7 +945,7 @@ func (l *Listener) validateTLS() []error {
 		add("tls.session_reuse", fmt.Errorf("unknown value %q; use %q or %q", t.SessionReuse, ReuseRequired, ReuseOptional))
 	}
 	if t.Required && t.Mode == TLSOff {
-		add("tls.required", errors.New("needs tls.mode explicit or implicit"))
+		add("tls.required", errors.New("needs tls.mode explicit or implicit"), "tls.mode")
 	}
 	version("tls.min_version", t.MinVersion)
 	if modes("upstream_tls.mode", u.Mode) && u.Mode != TLSOff {
@@ -823,5 +964,4 @@ func (l *Listener) validateTLS() []error {
 		}
 	}
 	version("upstream_tls.min_version", u.MinVersion)
-	return errs
 }
