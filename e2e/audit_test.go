@@ -29,18 +29,11 @@ func TestAuditTrail(t *testing.T) {
 
 	series := func(name string) float64 {
 		t.Helper()
-		out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "5", "http://127.0.0.1:9121/metrics")
-		if err != nil {
-			t.Fatalf("GET /metrics: %v", err)
+		v, ok := seriesIn(gatewayMetrics(t), name)
+		if !ok {
+			t.Fatalf("no series %s in /metrics", name)
 		}
-		for line := range strings.Lines(out) {
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && k == name {
-				f, _ := strconv.ParseFloat(v, 64)
-				return f
-			}
-		}
-		t.Fatalf("no series %s in /metrics", name)
-		return 0
+		return v
 	}
 	bytesSeries := `ftpgate_data_bytes_total{direction="to_client",listener="spare"}`
 	activeSeries := `ftpgate_transfers_active{listener="spare",path="relay"}`
@@ -135,15 +128,34 @@ func TestUpstreamFailover(t *testing.T) {
 	if logCount(gw, "FTP server unreachable", 1) == 0 || logCount(gw, "server=198.18.1.2:2200", 1) == 0 {
 		t.Error("the dead upstream was not logged")
 	}
-	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "5", "http://127.0.0.1:9121/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
+	out := gatewayMetrics(t)
 	// One failed dial: the hold-down (1m) keeps the dead one last for the
 	// RETR's session.
 	if !strings.Contains(out, `ftpgate_upstream_dial_failures_total{listener="spare"} 1`+"\n") {
 		t.Errorf("want ftpgate_upstream_dial_failures_total 1 for spare in:\n%s", grepLines(out, "upstream"))
 	}
+}
+
+// gatewayMetrics is what ftpgate's /metrics (metrics.listen
+// 127.0.0.1:9121, in the gateway namespace) answers now.
+func gatewayMetrics(t *testing.T) string {
+	t.Helper()
+	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	return out
+}
+
+// seriesIn is the value of series (name{labels}, as exposed) in metrics.
+func seriesIn(metrics, series string) (float64, bool) {
+	for line := range strings.Lines(metrics) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && k == series {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // grepLines is the lines of s that contain sub.

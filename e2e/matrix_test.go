@@ -99,10 +99,7 @@ func matrix(t *testing.T, backend string) {
 	if logCount(gw, `msg="ftpgate started" version=`, 1) == 0 || logCount(gw, `firewall="`+backend+" (", 1) == 0 {
 		t.Errorf("no start-up line with the version and the %s backend", backend)
 	}
-	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
+	out := gatewayMetrics(t)
 	for _, want := range []string{`ftpgate_firewall_backend_info{backend="` + backend + `"`, "ftpgate_config_last_reload_successful 1",
 		"ftpgate_session_duration_seconds_count{", "ftpgate_transfer_duration_seconds_count{"} {
 		if !strings.Contains(out, want) {
