@@ -473,7 +473,7 @@ type mapElement struct {
 }
 
 func (e mapElement) key() string {
-	return fmt.Sprintf("nft %s %s %x", familyName(e.e.set.Table.Family), e.e.set.Name, e.e.key)
+	return fmt.Sprintf("nft %s %s %s %x", familyName(e.e.set.Table.Family), e.e.set.Table.Name, e.e.set.Name, e.e.key)
 }
 func (e mapElement) value() string                             { return fmt.Sprintf("%x", e.e.val) }
 func (e mapElement) add(ttl time.Duration, refresh bool) error { return e.m.add(e.e, ttl, refresh) }

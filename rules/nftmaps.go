@@ -324,7 +324,7 @@ func (m *natMaps) add(e natElement, ttl time.Duration, refresh bool) error {
 		err = m.flush(func(c *nftables.Conn) error { return c.SetAddElements(e.set, el) })
 	}
 	if err != nil {
-		return fmt.Errorf("adding element to map %s %s %s: %w", familyName(e.set.Table.Family), m.table, e.set.Name, err)
+		return fmt.Errorf("adding element to %s %s %s %s: %w", setKind(e.set), familyName(e.set.Table.Family), e.set.Table.Name, e.set.Name, err)
 	}
 	return nil
 }
@@ -336,14 +336,26 @@ func (m *natMaps) del(e natElement) error {
 		return c.SetDeleteElements(e.set, []nftables.SetElement{{Key: e.key}})
 	})
 	if err != nil && !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("deleting element from map %s %s %s: %w", familyName(e.set.Table.Family), m.table, e.set.Name, err)
+		return fmt.Errorf("deleting element from %s %s %s %s: %w", setKind(e.set), familyName(e.set.Table.Family), e.set.Table.Name, e.set.Name, err)
 	}
 	return nil
 }
 
 func familyName(f nftables.TableFamily) string {
-	if f == nftables.TableFamilyIPv6 {
+	switch f {
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyIPv6:
 		return "ip6"
 	}
 	return "ip"
+}
+
+// setKind is "map" or "set", for errors: the nftables backend adds plain
+// set elements (a nil value) through natMaps too.
+func setKind(s *nftables.Set) string {
+	if s.IsMap {
+		return "map"
+	}
+	return "set"
 }

@@ -4,10 +4,12 @@
 // address and port, and deliver it where the session wants it (accepted as
 // is, redirected to a local listener, or DNATed elsewhere).
 //
-// The proxy sees only the Pinholer interface. Two backends implement it:
-// IPTables, which keeps ftpgate's rules in its own chains through the
-// iptables and ip6tables binaries, and None, for deployments where ftpgate
-// manages no firewall at all.
+// The proxy sees only the Pinholer interface. IPTables keeps ftpgate's
+// rules in its own chains through the iptables and ip6tables binaries;
+// Netlink makes pinholes ipset and nftables map elements matched from
+// those chains; NftablesBackend, for hosts whose firewall is native
+// nftables, keeps its sets in the operator's own table; None is for
+// deployments where ftpgate manages no firewall at all.
 package rules
 
 import (

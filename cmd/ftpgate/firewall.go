@@ -23,7 +23,8 @@ type firewall struct {
 	backend  string         // the configured firewall.backend
 	pinholes rules.Pinholer // the backend in use, once start succeeded
 	ipt      *rules.IPTables
-	nl       *rules.Netlink // nil unless backend netlink or auto
+	nl       *rules.Netlink         // nil unless backend netlink or auto
+	nft      *rules.NftablesBackend // nil unless backend nftables
 	ct       *rules.Conntrack
 	// registerer takes the conntrack watcher's metrics, once it opens.
 	registerer prometheus.Registerer
@@ -39,7 +40,7 @@ func (fw *firewall) chosen(active, variant string, fellBack bool) {
 	fw.active, fw.variant, fw.fellBack = active, variant, fellBack
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ftpgate_firewall_backend_info",
-		Help: "Always 1; the labels say which firewall backend runs: backend (netlink, iptables, none), the configured one, the iptables variant, and fallback \"true\" when auto could not run netlink.",
+		Help: "Always 1; the labels say which firewall backend runs: backend (netlink, iptables, nftables, none), the configured one, the iptables variant, and fallback \"true\" when auto could not run netlink.",
 		ConstLabels: prometheus.Labels{"backend": active, "configured": fw.backend, "variant": variant,
 			"fallback": fmt.Sprint(fellBack)},
 	})
@@ -66,7 +67,7 @@ func (fw *firewall) describe() string {
 // netlink unavailable) kernel-path pinholes stay until data_timeout after
 // the transfer command: a warning, not an error.
 func (fw *firewall) connections(log *slog.Logger) (proxy.ConnectionWatcher, error) {
-	if fw.ipt == nil {
+	if fw.ipt == nil && fw.nft == nil {
 		return nil, errors.New("the kernel data path needs a firewall backend other than none")
 	}
 	if fw.ct == nil {
@@ -94,6 +95,14 @@ func newFirewall(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer
 		fw.pinholes = rules.None{}
 		return fw, nil
 	}
+	if fc.Backend == config.BackendNftables {
+		nft, err := rules.NewNftables(nftablesConfig(fc, log, reg))
+		if err != nil {
+			return nil, fmt.Errorf("firewall backend nftables (table %s): %w", fc.Nftables.Table, err)
+		}
+		fw.nft = nft
+		return fw, nil
+	}
 	path, path6 := iptablesCommands(fc.Variant)
 	cfg := rules.IPTablesConfig{
 		ChainPrefix: fc.ChainPrefix,
@@ -119,6 +128,19 @@ func newFirewall(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer
 	return fw, nil
 }
 
+// nftablesConfig is the nftables backend's configuration from fc.
+func nftablesConfig(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer) rules.NftablesConfig {
+	return rules.NftablesConfig{
+		Prefix:     fc.ChainPrefix,
+		Table:      fc.Nftables.Table,
+		Attach:     fc.Nftables.Attach,
+		Chains:     fc.Nftables.EffectiveChains(),
+		DefaultTTL: fc.PinholeTTL,
+		Logger:     log,
+		Registerer: reg,
+	}
+}
+
 // iptablesCommands maps firewall.variant to the iptables and ip6tables
 // commands.
 func iptablesCommands(variant string) (string, string) {
@@ -136,6 +158,20 @@ func iptablesCommands(variant string) (string, string) {
 // iptables backend takes over, with a warning that says why.
 func (fw *firewall) start(ctx context.Context, log *slog.Logger) error {
 	switch {
+	case fw.nft != nil:
+		if err := fw.nft.Start(ctx); err != nil {
+			return fmt.Errorf("setting up the nftables backend: %w", err)
+		}
+		fw.pinholes = fw.nft
+		log.Info("firewall backend nftables: pinholes are elements of sets in the operator's table, with kernel timeouts",
+			"table", fw.nft.Table(), "attach", fw.nft.Attach())
+		if fw.nft.Attach() == rules.NftAttachSets {
+			for chain, rs := range fw.nft.OperatorRules() {
+				log.Info("attach sets: the operator's rules must match ftpgate's sets", "chain", chain, "rules", rs)
+			}
+		}
+		fw.chosen(config.BackendNftables, "", false)
+		return nil
 	case fw.ipt == nil:
 		log.Info("firewall backend none: no pinholes; the data ports must be reachable")
 		fw.chosen(config.BackendNone, "", false)
@@ -178,15 +214,18 @@ func (fw *firewall) stop() error {
 	if fw.ct != nil {
 		fw.ct.Close()
 	}
-	if fw.ipt == nil {
+	if fw.ipt == nil && fw.nft == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	if fw.nl != nil {
+	switch {
+	case fw.nft != nil:
+		err = errors.Join(fw.nft.Stop(ctx), fw.nft.Close())
+	case fw.nl != nil:
 		err = errors.Join(fw.nl.Stop(ctx), fw.nl.Close())
-	} else {
+	default:
 		err = fw.ipt.Stop(ctx)
 	}
 	if err != nil {
@@ -238,7 +277,10 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
-	// Whatever the backend: a run with another backend may have left its
+	if cfg.Firewall.Backend == config.BackendNftables {
+		return cleanupNftables(cfg.Firewall, log, stdout, stderr)
+	}
+	// Whatever the backend other than nftables (a host without iptables): a run with another backend may have left its
 	// sets and tables, and the netlink backend's cleanup removes the
 	// chains of both.
 	fc := cfg.Firewall
@@ -256,6 +298,32 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 	}
 	what := fmt.Sprintf("ftpgate's chains %[1]s-* and the jumps to them, its ipsets %[1]s-* and its nftables tables ip and ip6 %[1]s",
 		cfg.Firewall.ChainPrefix)
+	fmt.Fprintf(stdout, "removed %s\n", what)
+	return 0
+}
+
+// cleanupNftables removes what an nftables backend with fc left: its chain,
+// the jumps to it and its sets in the operator's table (with attach sets,
+// it empties the sets and deletes those no rule references), and its NAT
+// tables.
+func cleanupNftables(fc config.Firewall, log *slog.Logger, stdout, stderr io.Writer) int {
+	nft, err := rules.NewNftables(nftablesConfig(fc, log, prometheus.NewRegistry()))
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpgate cleanup: firewall backend nftables: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := errors.Join(nft.Cleanup(ctx), nft.Close()); err != nil {
+		fmt.Fprintf(stderr, "ftpgate cleanup: %v\n", err)
+		return 1
+	}
+	what := fmt.Sprintf("ftpgate's chain %[1]s, the jumps to it and its sets %[1]s-* in table %[2]s, and its nftables tables ip and ip6 %[1]s",
+		fc.ChainPrefix, fc.Nftables.Table)
+	if fc.Nftables.Attach == config.AttachSets {
+		what = fmt.Sprintf("the elements of ftpgate's sets %[1]s-* in table %[2]s (and the sets no rule references), and its nftables tables ip and ip6 %[1]s",
+			fc.ChainPrefix, fc.Nftables.Table)
+	}
 	fmt.Fprintf(stdout, "removed %s\n", what)
 	return 0
 }

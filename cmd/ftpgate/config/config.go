@@ -215,19 +215,76 @@ const (
 	// BackendIPTables keeps exact, short-lived pinholes in ftpgate's own
 	// iptables and ip6tables chains, one iptables process per rule.
 	BackendIPTables = "iptables"
+	// BackendNftables is for hosts whose firewall is native nftables
+	// (a table inet filter with policy drop, firewalld): pinholes are
+	// elements with timeouts of sets that ftpgate keeps in the operator's
+	// table (see Nftables), and of NAT maps in ftpgate's own tables; no
+	// iptables, no ipset.
+	BackendNftables = "nftables"
 	// BackendNone manages no firewall: the data ports must be reachable
 	// (a Kubernetes sidecar, or ports opened statically).
 	BackendNone = "none"
 )
 
+// How the nftables backend reaches the operator's filter chains
+// (Nftables.Attach).
+const (
+	// AttachChain: ftpgate adds a chain of its own to the operator's
+	// table and one jump to it at the top of each of Nftables.Chains;
+	// it removes exactly these at stop and at ftpgate cleanup.
+	AttachChain = "chain"
+	// AttachSets: ftpgate keeps only its sets in the operator's table and
+	// never touches a chain; the operator's own rules match the sets.
+	AttachSets = "sets"
+)
+
+// Defaults of the nftables section.
+const (
+	DefaultNftablesTable  = "inet filter"
+	DefaultNftablesAttach = AttachChain
+)
+
+// DefaultNftablesChains are the base chains that jump to ftpgate's chain
+// when Nftables.Chains is empty and Attach is AttachChain.
+var DefaultNftablesChains = []string{"input", "forward"}
+
+// Nftables configures the nftables backend (Firewall.Backend "nftables");
+// other backends ignore it.
+type Nftables struct {
+	// Table is the operator's filter table, "FAMILY NAME" with family
+	// inet, ip or ip6. Default "inet filter". It must exist when ftpgate
+	// starts: ftpgate adds to it, never creates it.
+	Table string `yaml:"table"`
+	// Attach is "chain" (default) or "sets" (AttachChain, AttachSets).
+	Attach string `yaml:"attach"`
+	// Chains are the base chains of Table that jump to ftpgate's chain
+	// with attach "chain". Empty means DefaultNftablesChains (input,
+	// forward); must be empty with attach "sets".
+	Chains []string `yaml:"chains"`
+}
+
+// EffectiveChains is Chains, or DefaultNftablesChains if it is empty, with
+// attach "chain"; nil with attach "sets".
+func (n Nftables) EffectiveChains() []string {
+	if n.Attach == AttachSets {
+		return nil
+	}
+	if len(n.Chains) == 0 {
+		return DefaultNftablesChains
+	}
+	return n.Chains
+}
+
 // Firewall configures the pinholes ftpgate opens for data connections.
 type Firewall struct {
 	// Backend is "auto" (default: "netlink" where the kernel supports
-	// it, else "iptables"), "netlink", "iptables" or "none".
+	// it, else "iptables"), "netlink", "iptables", "nftables" or "none".
 	Backend string `yaml:"backend"`
 	// ChainPrefix names ftpgate's chains (PREFIX-INPUT, PREFIX-FORWARD,
-	// PREFIX-PREROUTING, PREFIX-POSTROUTING, PREFIX-OUTPUT). Default
-	// "FTPGATE"; letters, digits, "_" and "-", at most 16 characters.
+	// PREFIX-PREROUTING, PREFIX-POSTROUTING, PREFIX-OUTPUT; with backend
+	// nftables its chain PREFIX and sets PREFIX-in4 ... in the operator's
+	// table). Default "FTPGATE"; letters, digits, "_" and "-", at most 16
+	// characters.
 	ChainPrefix string `yaml:"chain_prefix"`
 	// PinholeTTL is the longest a pinhole stays open waiting for its
 	// connection. Default 30s; must be positive.
@@ -239,6 +296,8 @@ type Firewall struct {
 	// "legacy" (iptables-legacy). Use the variant the host's own firewall
 	// uses: rules of one are invisible to the other.
 	Variant string `yaml:"variant"`
+	// Nftables configures backend nftables.
+	Nftables Nftables `yaml:"nftables"`
 }
 
 // iptables variants (Firewall.Variant).
@@ -585,6 +644,7 @@ func Default() Config {
 			ChainPrefix: DefaultChainPrefix,
 			PinholeTTL:  DefaultPinholeTTL,
 			Variant:     VariantAuto,
+			Nftables:    Nftables{Table: DefaultNftablesTable, Attach: DefaultNftablesAttach},
 		},
 	}
 }
@@ -715,9 +775,17 @@ func (c *Config) Summary() string {
 	fmt.Fprintf(&b, "limits max_sessions=%d max_sessions_per_client=%d idle_timeout=%s data_timeout=%s drain_timeout=%s max_line_bytes=%d; ",
 		c.Limits.MaxSessions, c.Limits.MaxSessionsPerClient, c.Limits.IdleTimeout, c.Limits.DataTimeout, c.Limits.DrainTimeout, c.Limits.MaxLineBytes)
 	fmt.Fprintf(&b, "log level=%s format=%s; ", c.Log.Level, c.Log.Format)
-	if c.Firewall.Backend == BackendNone {
+	switch c.Firewall.Backend {
+	case BackendNone:
 		b.WriteString("firewall none")
-	} else {
+	case BackendNftables:
+		n := c.Firewall.Nftables
+		fmt.Fprintf(&b, "firewall nftables (table %s, attach %s", n.Table, n.Attach)
+		if ch := n.EffectiveChains(); len(ch) > 0 {
+			fmt.Fprintf(&b, " from %s", strings.Join(ch, ", "))
+		}
+		fmt.Fprintf(&b, ") prefix %s pinhole_ttl=%s", c.Firewall.ChainPrefix, c.Firewall.PinholeTTL)
+	default:
 		fmt.Fprintf(&b, "firewall %s (%s) chains %s-* pinhole_ttl=%s", c.Firewall.Backend, c.Firewall.Variant, c.Firewall.ChainPrefix, c.Firewall.PinholeTTL)
 	}
 	return b.String()

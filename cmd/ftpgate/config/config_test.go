@@ -133,8 +133,9 @@ func TestLoadGood(t *testing.T) {
 			ClientPortShare:      25,
 			LoginFailureWindow:   5 * time.Minute, LoginBan: 15 * time.Minute,
 		},
-		Log:      Log{Level: "debug", Format: "json"},
-		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy"},
+		Log: Log{Level: "debug", Format: "json"},
+		Firewall: Firewall{Backend: "iptables", ChainPrefix: "FG_1", PinholeTTL: 10 * time.Second, Variant: "legacy",
+			Nftables: Nftables{Table: "inet filter", Attach: "chain"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(good.yaml):\n got %+v\nwant %+v", got, want)
@@ -156,8 +157,9 @@ func TestDefault(t *testing.T) {
 			ClientPortShare:      50,
 			LoginFailureWindow:   5 * time.Minute, LoginBan: 15 * time.Minute,
 		},
-		Log:      Log{Level: "info", Format: "text"},
-		Firewall: Firewall{Backend: "auto", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto"},
+		Log: Log{Level: "info", Format: "text"},
+		Firewall: Firewall{Backend: "auto", ChainPrefix: "FTPGATE", PinholeTTL: 30 * time.Second, Variant: "auto",
+			Nftables: Nftables{Table: "inet filter", Attach: "chain"}},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v, want %+v", got, want)
@@ -312,7 +314,15 @@ line 5: listeners[0] (public): rate_limit.session: invalid rate "10 parsecs": wr
 line 5: listeners[0] (public): rate_limit.listener: not with data.path kernel: the kernel forwards the data, ftpgate cannot pace it
 line 8: limits.login_ban: must be positive, got 0s`},
 		{"bad-log-xferlog.yaml", `line 6: log.xferlog: "var/log/xferlog" must be an absolute path`},
-		{"bad-firewall-backend.yaml", `line 6: firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables" or "none"`},
+		{"bad-firewall-backend.yaml", `line 6: firewall.backend: unknown value "pf"; use "auto", "netlink", "iptables", "nftables" or "none"`},
+		{"bad-firewall-nftables.yaml", `4 problems:
+line 8: firewall.nftables.table: "bridge filter": family "bridge" is not inet, ip or ip6
+line 9: firewall.nftables.attach: unknown value "anchor"; use "chain" or "sets"
+line 10: firewall.nftables.chains[1]: "in put" is not an nft name (a letter or "_", then letters, digits, "_", "." or "-", at most 64)
+line 10: firewall.nftables.chains[2]: "input" is listed twice`},
+		{"bad-firewall-nftables-sets.yaml", `2 problems:
+line 8: firewall.nftables.table: "filter": want "FAMILY NAME", e.g. "inet filter"
+line 10: firewall.nftables.chains: must be empty with attach "sets": ftpgate touches no chain, the operator's rules match its sets`},
 		{"bad-firewall-prefix.yaml", `line 6: firewall.chain_prefix: "FTP GATE" must be 1 to 16 letters, digits, "_" or "-"`},
 		{"bad-firewall-ttl.yaml", `line 6: firewall.pinhole_ttl: must be positive, got -1s`},
 		{"bad-firewall-variant.yaml", `line 6: firewall.variant: unknown value "xt"; use "auto", "nft" or "legacy"`},
@@ -515,6 +525,38 @@ func TestParseByteRate(t *testing.T) {
 		got, err := ParseByteRate(in)
 		if want < 0 && err == nil || want >= 0 && (err != nil || got != want) {
 			t.Errorf("ParseByteRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
+func TestNftablesSection(t *testing.T) {
+	const head = "listeners:\n  - name: public\n    listen: 198.19.0.1:21\n    upstream: 198.18.1.2:21\nfirewall:\n  backend: nftables\n"
+	for _, tc := range []struct {
+		yaml    string
+		want    Nftables
+		chains  []string
+		summary string
+	}{
+		{"", Nftables{Table: "inet filter", Attach: "chain"}, []string{"input", "forward"},
+			"firewall nftables (table inet filter, attach chain from input, forward) prefix FTPGATE pinhole_ttl=30s"},
+		{"  nftables: {table: ip6 fw, chains: [in6]}\n", Nftables{Table: "ip6 fw", Attach: "chain", Chains: []string{"in6"}}, []string{"in6"},
+			"firewall nftables (table ip6 fw, attach chain from in6) prefix FTPGATE pinhole_ttl=30s"},
+		{"  nftables: {table: inet firewalld, attach: sets}\n", Nftables{Table: "inet firewalld", Attach: "sets"}, nil,
+			"firewall nftables (table inet firewalld, attach sets) prefix FTPGATE pinhole_ttl=30s"},
+	} {
+		cfg, err := Parse([]byte(head + tc.yaml))
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+			continue
+		}
+		if got := cfg.Firewall.Nftables; !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: nftables %+v, want %+v", tc.yaml, got, tc.want)
+		}
+		if got := cfg.Firewall.Nftables.EffectiveChains(); !reflect.DeepEqual(got, tc.chains) {
+			t.Errorf("%q: EffectiveChains %q, want %q", tc.yaml, got, tc.chains)
+		}
+		if got := cfg.Summary(); !strings.HasSuffix(got, tc.summary) {
+			t.Errorf("%q: Summary %q, want it to end with %q", tc.yaml, got, tc.summary)
 		}
 	}
 }

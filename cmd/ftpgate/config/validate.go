@@ -830,9 +830,9 @@ func (l *Log) check(p *problems) {
 // check checks the firewall section.
 func (f *Firewall) check(p *problems) {
 	switch f.Backend {
-	case BackendAuto, BackendNetlink, BackendIPTables, BackendNone:
+	case BackendAuto, BackendNetlink, BackendIPTables, BackendNftables, BackendNone:
 	default:
-		p.add("firewall.backend", fmt.Errorf("unknown value %q; use %q, %q, %q or %q", f.Backend, BackendAuto, BackendNetlink, BackendIPTables, BackendNone))
+		p.add("firewall.backend", fmt.Errorf("unknown value %q; use %q, %q, %q, %q or %q", f.Backend, BackendAuto, BackendNetlink, BackendIPTables, BackendNftables, BackendNone))
 	}
 	if !validChainPrefix(f.ChainPrefix) {
 		p.add("firewall.chain_prefix", fmt.Errorf("%q must be 1 to 16 letters, digits, \"_\" or \"-\"", f.ChainPrefix))
@@ -845,6 +845,52 @@ func (f *Firewall) check(p *problems) {
 	default:
 		p.add("firewall.variant", fmt.Errorf("unknown value %q; use %q, %q or %q", f.Variant, VariantAuto, VariantNFT, VariantLegacy))
 	}
+	f.Nftables.check(p)
+}
+
+// check checks the nftables section, whatever the backend: a section
+// written for later is checked now.
+func (n *Nftables) check(p *problems) {
+	if fam, name, ok := strings.Cut(strings.TrimSpace(n.Table), " "); !ok {
+		p.add("firewall.nftables.table", fmt.Errorf("%q: want \"FAMILY NAME\", e.g. %q", n.Table, DefaultNftablesTable))
+	} else if fam != "inet" && fam != "ip" && fam != "ip6" {
+		p.add("firewall.nftables.table", fmt.Errorf("%q: family %q is not inet, ip or ip6", n.Table, fam))
+	} else if !validNftName(strings.TrimSpace(name)) {
+		p.add("firewall.nftables.table", fmt.Errorf("%q: %q is not an nft name (a letter or \"_\", then letters, digits, \"_\", \".\" or \"-\", at most 64)", n.Table, strings.TrimSpace(name)))
+	}
+	switch n.Attach {
+	case AttachChain:
+	case AttachSets:
+		if len(n.Chains) > 0 {
+			p.add("firewall.nftables.chains", fmt.Errorf("must be empty with attach %q: ftpgate touches no chain, the operator's rules match its sets", AttachSets))
+		}
+	default:
+		p.add("firewall.nftables.attach", fmt.Errorf("unknown value %q; use %q or %q", n.Attach, AttachChain, AttachSets))
+	}
+	for i, c := range n.Chains {
+		key := fmt.Sprintf("firewall.nftables.chains[%d]", i)
+		switch {
+		case !validNftName(c):
+			p.add(key, fmt.Errorf("%q is not an nft name (a letter or \"_\", then letters, digits, \"_\", \".\" or \"-\", at most 64)", c))
+		case slices.Contains(n.Chains[:i], c):
+			p.add(key, fmt.Errorf("%q is listed twice", c))
+		}
+	}
+}
+
+// validNftName reports whether s is an nft identifier that needs no
+// quoting, as the rules package accepts for table and chain names.
+func validNftName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '.' || r == '-')) {
+			return false
+		}
+	}
+	return true
 }
 
 // validChainPrefix reports whether s can start iptables chain names such as
