@@ -103,6 +103,29 @@ func newFirewall(fc config.Firewall, log *slog.Logger, reg prometheus.Registerer
 		fw.nft = nft
 		return fw, nil
 	}
+	if fc.Backend == config.BackendAuto {
+		// A native nftables table that drops by policy would drop the
+		// iptables-based backends' accepts: only pinholes in that table
+		// pass it.
+		nf, found, err := rules.DetectNativeFirewall()
+		switch {
+		case err != nil:
+			log.Warn("firewall backend auto: the nftables ruleset could not be read; choosing between netlink and iptables", "err", err)
+		case found:
+			ncfg := nftablesConfig(fc, log, reg)
+			ncfg.Table, ncfg.Attach, ncfg.Chains = nf.Table, rules.NftAttachChain, nf.Chains
+			nft, err := rules.NewNftables(ncfg)
+			if err != nil {
+				return nil, fmt.Errorf("firewall backend auto, nftables (table %s): %w", nf.Table, err)
+			}
+			log.Info("firewall backend auto: the host's firewall is native nftables, with a drop policy on input or forward: using the nftables backend, attached to that table",
+				"table", nf.Table, "chains", nf.Chains)
+			fw.nft = nft
+			return fw, nil
+		default:
+			log.Info("firewall backend auto: no native nftables table drops by policy on input or forward: an iptables-based backend serves this host")
+		}
+	}
 	path, path6 := iptablesCommands(fc.Variant)
 	cfg := rules.IPTablesConfig{
 		ChainPrefix: fc.ChainPrefix,
