@@ -73,9 +73,14 @@ type IPTablesConfig struct {
 	// Logger receives the backend's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer is where the metrics ftpgate_pinhole_op_duration_seconds,
-	// ftpgate_pinholes_active and ftpgate_pinhole_errors_total are
-	// registered. Nil keeps them on a private registry.
+	// ftpgate_pinholes_active, ftpgate_pinhole_errors_total and
+	// ftpgate_firewall_repairs_total are registered. Nil keeps them on a
+	// private registry.
 	Registerer prometheus.Registerer
+
+	// backend is the backend label of ftpgate_firewall_repairs_total:
+	// "iptables", or "netlink" for the iptables backend inside Netlink.
+	backend string
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,16}$`)
@@ -153,6 +158,12 @@ type IPTables struct {
 	started bool
 	queue   expiryQueue // installed pinholes, earliest expiry first
 	reaper  *reaperRun  // nil if no reaper has been started since the last Stop
+	// check, if not nil, replaces checkRepair as what the reaper runs
+	// every checkEvery: the netlink backend's own check, which takes its
+	// lock before t.op.
+	check      func(ctx context.Context)
+	checkEvery time.Duration
+	checkErr   string // the last failed check's error, to log each failure once
 }
 
 var _ Pinholer = (*IPTables)(nil)
@@ -208,22 +219,27 @@ func newIPTables(cfg IPTablesConfig, v4, v6 *family, v6err error) (*IPTables, er
 	if v6 == nil && v6err == nil {
 		v6err = errors.New("no ip6tables")
 	}
-	m, err := newMetrics(cfg.Registerer)
+	backend := cfg.backend
+	if backend == "" {
+		backend = "iptables"
+	}
+	m, err := newMetrics(cfg.Registerer, backend)
 	if err != nil {
 		return nil, fmt.Errorf("configuring iptables backend: %w", err)
 	}
 	return &IPTables{
-		log:     cfg.Logger,
-		m:       m,
-		prefix:  cfg.ChainPrefix,
-		chains:  newChains(cfg.ChainPrefix),
-		ttl:     cfg.DefaultTTL,
-		v4:      v4,
-		v6:      v6,
-		v6err:   v6err,
-		variant: v4.variant,
-		op:      make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
+		checkEvery: repairCheckInterval,
+		log:        cfg.Logger,
+		m:          m,
+		prefix:     cfg.ChainPrefix,
+		chains:     newChains(cfg.ChainPrefix),
+		ttl:        cfg.DefaultTTL,
+		v4:         v4,
+		v6:         v6,
+		v6err:      v6err,
+		variant:    v4.variant,
+		op:         make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
 	}, nil
 }
 
@@ -299,7 +315,11 @@ func translate(err error) error {
 // it leaves one jump each and flushes every open pinhole (their close funcs
 // then return nil).
 //
-// The reaper runs until ctx is done or Stop is called. On error the chains
+// The reaper runs until ctx is done or Stop is called. Every second it also
+// checks that the jumps are still there: if someone else's reload (an
+// iptables-restore) removed them, it reinstalls the chains and jumps and
+// the rules of every open pinhole, logs it at WARN and counts it in
+// ftpgate_firewall_repairs_total (checkRepair). On error the chains
 // and jumps created so far stay, and no pinhole can be opened; Stop or
 // Cleanup removes them.
 func (t *IPTables) Start(ctx context.Context) error {

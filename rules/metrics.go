@@ -25,12 +25,19 @@ type metrics struct {
 	active     prometheus.Gauge
 	errors     *prometheus.CounterVec
 	conflicts  prometheus.Counter
+	repairs    prometheus.Counter
 }
 
-// newMetrics creates the metrics and registers them on reg, or on a private
-// registry if reg is nil.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates the metrics of backend ("iptables", "netlink" or
+// "nftables") and registers them on reg, or on a private registry if reg
+// is nil.
+func newMetrics(reg prometheus.Registerer, backend string) (*metrics, error) {
+	repairs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ftpgate_firewall_repairs_total",
+		Help: "Times ftpgate found its chains, jumps, sets or tables removed by someone else (a firewall reload) and reinstalled them with the open pinholes.",
+	}, []string{"backend"})
 	m := &metrics{
+		repairs: repairs.WithLabelValues(backend),
 		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ftpgate_pinhole_op_duration_seconds",
 			Help: "Time to open or close one pinhole in the firewall, waiting for the lock included.",
@@ -52,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Pinholes refused because another open one diverts the same connections elsewhere.",
 		}),
 	}
-	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors, m.conflicts); err != nil {
+	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors, m.conflicts, repairs); err != nil {
 		return nil, err
 	}
 	for _, op := range []string{opOpen, opClose} {

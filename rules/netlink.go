@@ -103,6 +103,7 @@ const (
 // chains and add the static set rules. It does not touch the firewall and
 // opens no netlink socket yet.
 func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
+	cfg.backend = "netlink"
 	ipt, err := NewIPTables(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring netlink backend: %w", err)
@@ -124,8 +125,10 @@ func NewNetlink(cfg IPTablesConfig) (*Netlink, error) {
 		sets[v4] = filterSets{family: fam, local: name("in", v4), forward: name("fwd", v4),
 			redirect: name("rdr", v4), dnatd: name("dnat", v4)}
 	}
-	return &Netlink{ipt: ipt, nat: nat, sets: sets,
-		open: map[*nlPinhole]struct{}{}, refs: map[string]*sharedElement{}}, nil
+	n := &Netlink{ipt: ipt, nat: nat, sets: sets,
+		open: map[*nlPinhole]struct{}{}, refs: map[string]*sharedElement{}}
+	ipt.check = n.checkRepair // the reaper is not running yet
+	return n, nil
 }
 
 // connect opens the netlink sockets, if they are not open. The caller
@@ -204,11 +207,16 @@ func (n *Netlink) staticRules(s filterSets) []rule {
 // func returns nil). If the kernel refuses a set or a table, Start returns
 // an error wrapping ErrNetlinkUnavailable, and so does iptables if it
 // cannot match a set; Fallback then hands the chains to the iptables
-// backend.
+// backend. Every second the iptables backend's reaper checks that the
+// jumps, static rules and NAT tables are still there, and reinstalls
+// everything with the open pinholes if not (Netlink.checkRepair).
 func (n *Netlink) Start(ctx context.Context) error {
 	n.op.Lock()
 	defer n.op.Unlock()
 	n.forget()
+	n.ipt.mu.Lock()
+	n.ipt.check = n.checkRepair // Fallback may have cleared it
+	n.ipt.mu.Unlock()
 	if err := n.ipt.Start(ctx); err != nil {
 		return fmt.Errorf("starting netlink backend: %w", err)
 	}
@@ -221,6 +229,17 @@ func (n *Netlink) Start(ctx context.Context) error {
 	if err := n.nat.setup(); err != nil {
 		return fmt.Errorf("starting netlink backend: %w", markUnavailable(err))
 	}
+	if err := n.addStaticRules(ctx); err != nil {
+		return fmt.Errorf("starting netlink backend: %w", err)
+	}
+	n.started = true
+	n.ipt.log.Info("pinhole sets ready", "backend", "netlink", "ipsets", n.setNames(), "nftables_table", n.nat.table)
+	return nil
+}
+
+// addStaticRules appends the rules that match the sets to ftpgate's
+// (flushed) chains, for every family.
+func (n *Netlink) addStaticRules(ctx context.Context) error {
 	for _, v4 := range n.families() {
 		fam := n.ipt.v4
 		if !v4 {
@@ -228,7 +247,7 @@ func (n *Netlink) Start(ctx context.Context) error {
 		}
 		for _, r := range n.staticRules(n.sets[v4]) {
 			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("starting netlink backend: %w", err)
+				return err
 			}
 			// iptables' set match looks the set up through a raw socket:
 			// without CAP_NET_RAW it fails with "Can't open socket to ipset".
@@ -239,12 +258,10 @@ func (n *Netlink) Start(ctx context.Context) error {
 				} else if strings.Contains(err.Error(), "match `set'") || strings.Contains(err.Error(), "Couldn't load match") {
 					err = fmt.Errorf("%w: iptables cannot match ipsets (xt_set): %w", ErrNetlinkUnavailable, err)
 				}
-				return fmt.Errorf("starting netlink backend: %w", err)
+				return err
 			}
 		}
 	}
-	n.started = true
-	n.ipt.log.Info("pinhole sets ready", "backend", "netlink", "ipsets", n.setNames(), "nftables_table", n.nat.table)
 	return nil
 }
 
@@ -321,6 +338,10 @@ func (n *Netlink) destroySet(name string) error {
 // nftables tables, with every pinhole; their close funcs then return nil.
 // It removes as much as it can and returns the errors joined.
 func (n *Netlink) Stop(ctx context.Context) error {
+	// The reaper runs checkRepair, which takes n.op: stop it first.
+	if err := n.ipt.stopReaper(ctx); err != nil {
+		return fmt.Errorf("stopping netlink backend: %w", err)
+	}
 	n.op.Lock()
 	defer n.op.Unlock()
 	n.forget()
@@ -337,6 +358,9 @@ func (n *Netlink) Stop(ctx context.Context) error {
 // and the tables. Nothing to remove is not an error; neither is a kernel
 // without ipset or nftables (there can be nothing of them to remove).
 func (n *Netlink) Cleanup(ctx context.Context) error {
+	if err := n.ipt.stopReaper(ctx); err != nil {
+		return fmt.Errorf("cleaning up netlink backend: %w", err)
+	}
 	n.op.Lock()
 	defer n.op.Unlock()
 	n.forget()
@@ -358,6 +382,11 @@ func (n *Netlink) Cleanup(ctx context.Context) error {
 // ftpgate's chains (IPTables.Start), removes whatever sets and tables Start
 // made, and returns the started iptables backend to use instead.
 func (n *Netlink) Fallback(ctx context.Context) (*IPTables, error) {
+	// From now on the reaper checks the iptables backend's own chains and
+	// pinholes; a check of n under way finds n not started.
+	n.ipt.mu.Lock()
+	n.ipt.check = nil
+	n.ipt.mu.Unlock()
 	n.op.Lock()
 	defer n.op.Unlock()
 	n.forget()

@@ -119,7 +119,7 @@ func (e fakeElement) del() error {
 // newBooks returns a Netlink with books but no kernel behind it.
 func newBooks(t *testing.T) *Netlink {
 	t.Helper()
-	m, err := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(prometheus.NewRegistry(), "netlink")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,9 +176,14 @@ type NftablesBackend struct {
 	sets   map[bool]*nftFilterSets // by "is IPv4"; only the table's families
 	nat    *natMaps
 
-	op      sync.Mutex // serializes changes to the kernel and the books
-	started bool
-	books   books
+	op       sync.Mutex // serializes changes to the kernel and the books
+	started  bool
+	books    books
+	checkErr string // the last failed check's error, to log each failure once
+
+	watchMu    sync.Mutex
+	watch      *reaperRun // the goroutine that runs checkRepair; nil if none
+	checkEvery time.Duration
 }
 
 var _ Pinholer = (*NftablesBackend)(nil)
@@ -200,13 +205,14 @@ func NewNftables(cfg NftablesConfig) (*NftablesBackend, error) {
 		return nil, fmt.Errorf("configuring nftables backend: %w", err)
 	}
 	fam, name, _ := ParseNftTable(cfg.Table)
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, "nftables")
 	if err != nil {
 		return nil, fmt.Errorf("configuring nftables backend: %w", err)
 	}
 	t := &nftables.Table{Name: name, Family: fam}
 	b := &NftablesBackend{log: cfg.Logger, m: m, ttl: cfg.DefaultTTL, prefix: cfg.Prefix, attach: cfg.Attach,
-		table: t, hooks: slices.Clone(cfg.Chains), sets: map[bool]*nftFilterSets{},
+		checkEvery: repairCheckInterval,
+		table:      t, hooks: slices.Clone(cfg.Chains), sets: map[bool]*nftFilterSets{},
 		nat: newNATMaps(cfg.Prefix, fam != nftables.TableFamilyIPv4)}
 	if cfg.Attach == NftAttachChain {
 		b.chain = &nftables.Chain{Name: cfg.Prefix, Table: t}
@@ -266,6 +272,7 @@ func (b *NftablesBackend) setNames() []string {
 
 // Close releases the netlink socket; call it after Stop or Cleanup.
 func (b *NftablesBackend) Close() error {
+	b.stopWatch()
 	b.op.Lock()
 	defer b.op.Unlock()
 	if err := b.nat.close(); err != nil {
@@ -280,6 +287,10 @@ func (b *NftablesBackend) Close() error {
 // replaces ftpgate's NAT tables. With NftAttachSets, sets that exist
 // already (declared by the operator, or left by a previous run) are kept
 // and flushed. Every pinhole open before is forgotten.
+//
+// Start also starts, until ctx is done or Stop, Cleanup or Close, a
+// check every second that what Start added is still there
+// (checkRepair).
 func (b *NftablesBackend) Start(ctx context.Context) error {
 	b.op.Lock()
 	defer b.op.Unlock()
@@ -289,6 +300,7 @@ func (b *NftablesBackend) Start(ctx context.Context) error {
 		return fmt.Errorf("starting nftables backend (table %s): %w", b.Table(), err)
 	}
 	b.started = true
+	b.startWatch(ctx)
 	b.log.Info("pinhole sets ready", "backend", "nftables", "table", b.Table(), "attach", b.attach,
 		"chains", b.hooks, "sets", b.setNames(), "nat_tables", b.nat.table)
 	return nil
@@ -560,6 +572,7 @@ func (b *NftablesBackend) OperatorRules() map[string][]string {
 // keep theirs). Then it deletes ftpgate's NAT tables. It goes on past
 // errors and returns them joined; what is already gone is not an error.
 func (b *NftablesBackend) Stop(ctx context.Context) error {
+	b.stopWatch() // it takes b.op
 	b.op.Lock()
 	defer b.op.Unlock()
 	b.books.forget()
@@ -574,6 +587,7 @@ func (b *NftablesBackend) Stop(ctx context.Context) error {
 // Cleanup removes what a killed process with this configuration left,
 // as Stop does; nothing to remove, even no table, is not an error.
 func (b *NftablesBackend) Cleanup(ctx context.Context) error {
+	b.stopWatch()
 	b.op.Lock()
 	defer b.op.Unlock()
 	b.books.forget()

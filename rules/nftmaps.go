@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -358,4 +359,27 @@ func setKind(s *nftables.Set) string {
 		return "map"
 	}
 	return "set"
+}
+
+// missingTables lists, in one request, the nftables tables, and returns
+// those of ftpgate's NAT tables that are gone ("nftables table ip
+// FTPGATE").
+func (m *natMaps) missingTables() ([]string, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables tables: %w", err)
+	}
+	var gone []string
+	for _, f := range m.families() {
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool {
+			return t.Name == f.table.Name && t.Family == f.table.Family
+		}) {
+			gone = append(gone, fmt.Sprintf("nftables table %s %s", familyName(f.table.Family), f.table.Name))
+		}
+	}
+	return gone, nil
 }

@@ -115,11 +115,15 @@ func (r *reaperRun) finished() bool {
 
 // reap removes pinholes as they expire, until ctx is done. It sleeps on a
 // timer set to the next expiry; Open wakes it when a pinhole expires
-// earlier than all others.
+// earlier than all others. Every checkEvery it checks that ftpgate's
+// chains and jumps are still there (checkRepair, or the netlink backend's
+// check), and reinstalls them if not.
 func (t *IPTables) reap(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	timer := time.NewTimer(reaperIdle)
 	defer timer.Stop()
+	ticker := time.NewTicker(t.checkEvery)
+	defer ticker.Stop()
 	for {
 		timer.Reset(t.untilNext())
 		select {
@@ -128,6 +132,14 @@ func (t *IPTables) reap(ctx context.Context, done chan<- struct{}) {
 		case <-t.wake:
 		case <-timer.C:
 			t.reapExpired(ctx)
+		case <-ticker.C:
+			t.mu.Lock()
+			check := t.check
+			t.mu.Unlock()
+			if check == nil {
+				check = t.checkRepair
+			}
+			check(ctx)
 		}
 	}
 }
