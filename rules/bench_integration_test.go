@@ -1,8 +1,8 @@
 //go:build integration
 
-// Benchmarks of both pinhole backends against the real kernel, for both
-// iptables variants, in the integration tests' own namespace (make
-// bench-pinholes). They measure latency per operation as percentiles and
+// Benchmarks of the pinhole backends against the real kernel, for both
+// iptables variants (the nftables backend has none), in the integration
+// tests' own namespace (make bench-pinholes). They measure latency per operation as percentiles and
 // throughput from concurrent sessions; they assert nothing about time.
 
 package rules
@@ -26,10 +26,34 @@ type benchBackend interface {
 	Active() int
 }
 
-// newBenchBackend starts backend kind ("iptables" or "netlink") for v with
-// an hour's TTL, and stops it when the benchmark ends.
+// benchKinds are the backends benchmarked.
+var benchKinds = []string{"iptables", "netlink", "nftables"}
+
+// benchVariants are the iptables variants a backend kind runs with: the
+// nftables backend uses no iptables, so one run (the first variant's
+// name, unused).
+func benchVariants(kind string) []variant {
+	if kind == "nftables" {
+		return []variant{{name: "none"}}
+	}
+	return variants
+}
+
+// newBenchBackend starts backend kind ("iptables", "netlink" or
+// "nftables", attached to an inet filter table with policy drop) for v
+// with an hour's TTL, and stops it when the benchmark ends.
 func newBenchBackend(b *testing.B, kind string, v variant) benchBackend {
 	b.Helper()
+	if kind == "nftables" {
+		resetNftables(b)
+		cfg := chainCfg
+		cfg.DefaultTTL = time.Hour
+		be := newNft(b, cfg, false)
+		if err := be.Start(context.Background()); err != nil {
+			b.Fatalf("Start: %v", err)
+		}
+		return be
+	}
 	needBinaries(b, v)
 	resetFirewall(b)
 	cfg := IPTablesConfig{DefaultTTL: time.Hour}
@@ -43,7 +67,7 @@ func newBenchBackend(b *testing.B, kind string, v variant) benchBackend {
 }
 
 // preload puts n pinholes other than the measured one in place. The
-// netlink backend opens them; for the iptables backend, where n Opens
+// netlink and nftables backends open them; for the iptables backend, where n Opens
 // would take minutes, iptables-restore adds the same rules in one call:
 // what is measured is the cost of an operation with n rules present.
 func preload(b *testing.B, kind string, v variant, be benchBackend, n int) {
@@ -51,7 +75,7 @@ func preload(b *testing.B, kind string, v variant, be benchBackend, n int) {
 	if n == 0 {
 		return
 	}
-	if kind == "netlink" {
+	if kind != "iptables" {
 		for i := range n {
 			if _, err := be.Open(context.Background(), benchPinhole(i)); err != nil {
 				b.Fatalf("preloading pinhole %d: %v", i, err)
@@ -101,8 +125,8 @@ func reportPercentiles(b *testing.B, prefix string, ds []time.Duration) {
 // iteration with 0, 1,000 and 10,000 others open, per backend and variant,
 // and reports p50 and p99 of open+close, open and close.
 func BenchmarkPinholeOpenClose(b *testing.B) {
-	for _, kind := range []string{"iptables", "netlink"} {
-		for _, v := range variants {
+	for _, kind := range benchKinds {
+		for _, v := range benchVariants(kind) {
 			for _, open := range []int{0, 1000, 10000} {
 				b.Run(fmt.Sprintf("backend=%s/variant=%s/open=%d", kind, v.name, open), func(b *testing.B) {
 					be := newBenchBackend(b, kind, v)
@@ -127,7 +151,7 @@ func BenchmarkPinholeOpenClose(b *testing.B) {
 					reportPercentiles(b, "", both)
 					reportPercentiles(b, "open-", opening)
 					reportPercentiles(b, "close-", closing)
-					if kind == "netlink" {
+					if kind != "iptables" {
 						if got := be.Active(); got != open {
 							b.Errorf("Active() = %d, want %d", got, open)
 						}
@@ -143,8 +167,8 @@ func BenchmarkPinholeOpenClose(b *testing.B) {
 // second (each with its close) and the p50 and p99 of one open+close.
 func BenchmarkPinholeConcurrent(b *testing.B) {
 	const sessions = 64
-	for _, kind := range []string{"iptables", "netlink"} {
-		for _, v := range variants {
+	for _, kind := range benchKinds {
+		for _, v := range benchVariants(kind) {
 			b.Run(fmt.Sprintf("backend=%s/variant=%s/sessions=%d", kind, v.name, sessions), func(b *testing.B) {
 				be := newBenchBackend(b, kind, v)
 				ctx := context.Background()

@@ -40,7 +40,7 @@ const operatorRuleset = `table inet filter {
 
 // resetNftables empties the whole ruleset of the test's namespace, now
 // and when the test ends, and loads operatorRuleset.
-func resetNftables(t *testing.T) {
+func resetNftables(t testing.TB) {
 	t.Helper()
 	tool(t, "nft", "flush", "ruleset")
 	t.Cleanup(func() {
@@ -65,7 +65,7 @@ func ruleset(t *testing.T) string {
 
 // newNft builds an NftablesBackend on cfg with a debug logger shown if the
 // test fails. It is stopped when the test ends unless crash is set.
-func newNft(t *testing.T, cfg NftablesConfig, crash bool) *NftablesBackend {
+func newNft(t testing.TB, cfg NftablesConfig, crash bool) *NftablesBackend {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
