@@ -178,7 +178,8 @@ type pausedClient struct {
 	out    *bufio.Scanner
 	stderr strings.Builder
 	local  string
-	Port   string // the data port from the 227 reply
+	Port   string          // the data port from the 227 reply
+	nw     *netlab.Network // where it runs
 }
 
 // startPaused logs in to ftpgate's listener at port, sends PASV and waits
@@ -186,13 +187,19 @@ type pausedClient struct {
 // ends.
 func startPaused(t *testing.T, port int) *pausedClient {
 	t.Helper()
-	c := &pausedClient{local: filepath.Join(net4.Dir, "client", fmt.Sprintf("paused-%d.bin", time.Now().UnixNano()))}
+	return startPausedOn(t, net4, port)
+}
+
+// startPausedOn is startPaused on the network nw.
+func startPausedOn(t *testing.T, nw *netlab.Network, port int) *pausedClient {
+	t.Helper()
+	c := &pausedClient{nw: nw, local: filepath.Join(nw.Dir, "client", fmt.Sprintf("paused-%d.bin", time.Now().UnixNano()))}
 	if err := os.MkdirAll(filepath.Dir(c.local), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
-	c.cmd = net4.Client.Command(ctx, "python3", net4.PythonClient(),
+	c.cmd = nw.Client.Command(ctx, "python3", nw.PythonClient(),
 		netlab.GatewayOut, strconv.Itoa(port), "passive", "pause", netlab.BigFile, c.local, "--strict")
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.cmd.Stderr = &c.stderr
@@ -230,8 +237,8 @@ func (c *pausedClient) Resume(t *testing.T) {
 	if err := c.cmd.Wait(); err != nil {
 		t.Fatalf("client: %v\n%s", err, c.stderr.String())
 	}
-	if sum, err := netlab.FileSHA256(c.local); err != nil || sum != net4.BigSHA256 {
-		t.Errorf("retrieved file: sha256 %.12s, err %v; want %.12s", sum, err, net4.BigSHA256)
+	if sum, err := netlab.FileSHA256(c.local); err != nil || sum != c.nw.BigSHA256 {
+		t.Errorf("retrieved file: sha256 %.12s, err %v; want %.12s", sum, err, c.nw.BigSHA256)
 	}
 }
 

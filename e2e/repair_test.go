@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
 // TestFirewallReload (issue 15): between PASV and the data connection,
@@ -58,4 +60,62 @@ func TestFirewallReload(t *testing.T) {
 		c.Resume(t) // connects to the data port, RETR, checks the file
 		waitNoPinholes(t)
 	})
+}
+
+// TestFirewallReloadNftables is TestFirewallReload for the nftables
+// backend, on a gateway of its own whose only firewall is a native inet
+// table with policy drop: between PASV and the data connection the
+// ruleset is flushed and the operator's table loaded again, as `nft -f`
+// of /etc/nftables.conf or a firewalld reload does. ftpgate puts its
+// chain, jumps, sets and NAT tables back with the waiting pinhole, counts
+// one repair, and the RETR completes.
+func TestFirewallReloadNftables(t *testing.T) {
+	h, err := netlab.NewHomeRouter("iptables", portSame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	loadNative := func() {
+		t.Helper()
+		if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
+			t.Fatalf("loading the native firewall: %v: %s", err, stderr)
+		}
+	}
+	loadNative()
+	config := `
+listeners:
+  - name: same
+    listen: 198.19.0.1:21
+    upstream: 198.18.1.2:21
+    data: {client_ports: 40000-40099, server_ports: 50000-50099}
+log: {level: debug}
+metrics: {listen: "127.0.0.1:9131"}
+firewall: {backend: nftables, pinhole_ttl: 30s, nftables: {table: inet filter, chains: [input, forward]}}
+`
+	gw, err := h.StartFtpgate(ftpgateBin, config, portSame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, gw)
+	waitLog(t, gw, "firewall backend nftables:", 1)
+	c := startPausedOn(t, h, portSame)
+	waitLog(t, gw, "pinhole opened", 1)
+
+	loadNative() // the reload: ftpgate's chain, jumps and sets are gone
+	if out, err := h.Gateway.Run("nft", "list", "ruleset"); err != nil || strings.Contains(out, "FTPGATE") {
+		t.Fatalf("after the reload the ruleset still names FTPGATE (err %v):\n%s", err, out)
+	}
+	waitLog(t, gw, "firewall rules of ftpgate were removed by someone else: reinstalled", 1)
+	out, err := h.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9131/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	series := `ftpgate_firewall_repairs_total{backend="nftables"}`
+	if v, ok := seriesIn(out, series); !ok || v != 1 {
+		t.Errorf("%s = %v (found %v), want 1", series, v, ok)
+	}
+	c.Resume(t) // connects to the data port, RETR, checks the file
 }
