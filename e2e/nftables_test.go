@@ -48,8 +48,8 @@ var operatorLines = map[string][]string{
 	},
 }
 
-// TestNftablesBackend runs a client subset through ftpgate on a gateway of
-// its own whose only firewall is nativeFirewall, with backend nftables in
+// TestNftablesBackend runs the client matrix through ftpgate on a gateway
+// of its own whose only firewall is nativeFirewall, with backend nftables in
 // both attach modes, on the relay and kernel paths, IPv4 and IPv6; and
 // checks that ftpgate leaves the operator's table as it found it.
 func TestNftablesBackend(t *testing.T) {
@@ -123,10 +123,11 @@ firewall: {backend: nftables, pinhole_ttl: 10s, nftables: ` + mode.nftables + `}
 				{"ipv4/kernel", netlab.GatewayOut, portKernel},
 				{"ipv6/relay", netlab.GatewayOut6, portSame},
 			} {
-				for _, name := range []string{"curl EPSV", "curl PASV strict", "lftp passive", "ftplib active", "curl PORT"} {
-					for _, op := range []netlab.Op{netlab.OpList, netlab.OpRetr} {
-						if cell := h.Do(netlab.ClientByName(name), target.host, target.port, op); cell.Err != nil {
-							t.Errorf("%s %s %s: %v\n%s", target.name, name, op, cell.Err, tail(cell.Log, 30))
+				// The whole client matrix: every client, every operation.
+				for _, c := range netlab.Clients {
+					for _, op := range netlab.Ops {
+						if cell := h.Do(c, target.host, target.port, op); cell.Err != nil {
+							t.Errorf("%s %s %s: %v\n%s", target.name, c.Name, op, cell.Err, tail(cell.Log, 30))
 						}
 					}
 				}
@@ -158,4 +159,44 @@ func listFilter(t *testing.T, h *netlab.Network) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestNftablesNativeOtherBackendsFail shows the problem the nftables
+// backend solves: on a gateway whose only firewall is nativeFirewall,
+// ftpgate with the netlink backend (pinholes accepted in ip filter, by
+// iptables rules matching ipsets) opens its pinholes, and the native
+// table's policy drops the data connection all the same.
+func TestNftablesNativeOtherBackendsFail(t *testing.T) {
+	h, err := netlab.NewHomeRouter("iptables", portSame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
+		t.Fatalf("loading the native firewall: %v: %s", err, stderr)
+	}
+	config := `
+listeners:
+  - name: same
+    listen: 198.19.0.1:21
+    upstream: 198.18.1.2:21
+    data: {client_ports: 40000-40099, server_ports: 50000-50099}
+log: {level: debug}
+firewall: {backend: netlink, pinhole_ttl: 10s}
+`
+	gw, err := h.StartFtpgate(ftpgateBin, config, portSame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, gw)
+	waitLog(t, gw, "firewall backend netlink:", 1)
+	cell := h.Do(netlab.ClientByName("curl EPSV"), netlab.GatewayOut, portSame, netlab.OpList)
+	if cell.Err == nil {
+		t.Fatalf("LIST worked with the netlink backend behind a native drop-policy table: the nftables backend would not be needed\n%s", cell.Log)
+	}
+	waitLog(t, gw, "pinhole opened", 1)
+	t.Logf("failed as expected after %s, with the pinhole open: %v", cell.Elapsed.Round(time.Millisecond), cell.Err)
 }
