@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 # and unit-tests deploy/prometheus/'s alert rules (the daemon it also holds
 # is not started: no_daemons). haproxy reads, as the reference parser, the
 # PROXY protocol headers that upstream_proxy_protocol sends (TestUpstream-
-# ProxyProtocol runs its own instance in a test namespace).
-packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset podman runc ca-certificates prometheus haproxy)
+# ProxyProtocol runs its own instance in a test namespace). firewalld runs
+# as a test gateway's firewall (TestFirewalld), in its network namespace
+# with a D-Bus bus of the test's own; with no systemd here, installing it
+# starts nothing.
+packages=(iproute2 iptables vsftpd lftp curl python3 procps wget tnftp nftables ipset podman runc ca-certificates prometheus haproxy firewalld)
 
 # pure-ftpd and proftpd-core conflict with vsftpd (each provides
 # ftp-server), so they are not installed (nor proftpd-mod-crypto, its
