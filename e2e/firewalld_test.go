@@ -16,9 +16,10 @@ import (
 // TestFirewalld runs Debian's firewalld itself as the gateway's firewall,
 // in the gateway's network namespace with a D-Bus system bus of the
 // test's own (so that it touches nothing outside): its table inet
-// firewalld rejects what its zone does not allow, and ftpgate's pinholes,
-// with the nftables backend attached to that table's filter_INPUT and
-// filter_FORWARD chains, let the clients' data connections through. Then,
+// firewalld rejects what its zone does not allow. firewall.backend auto
+// recognizes that table and attaches the nftables backend to its
+// filter_INPUT and filter_FORWARD chains, whose pinholes let the clients'
+// data connections through. Then,
 // between a client's PASV and its data connection, `firewall-cmd
 // --reload` rebuilds firewalld's table from scratch: ftpgate puts its
 // chain, jumps and the waiting pinhole back, counts one repair, and the
@@ -94,13 +95,15 @@ listeners:
     data: {client_ports: 40000-40099, server_ports: 50000-50099}
 log: {level: debug}
 metrics: {listen: "127.0.0.1:9131"}
-firewall: {backend: nftables, pinhole_ttl: 30s, nftables: {table: inet firewalld, chains: [filter_INPUT, filter_FORWARD]}}
+firewall: {backend: auto, pinhole_ttl: 30s}
 `
 	gw, err := h.StartFtpgate(ftpgateBin, config, portSame)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stopOnCleanup(t, gw)
+	// auto recognizes firewalld's table.
+	waitLog(t, gw, `table="inet firewalld" chains="[filter_FORWARD filter_INPUT]"`, 1)
 	waitLog(t, gw, "firewall backend nftables:", 1)
 	for _, c := range netlab.Clients {
 		for _, op := range []netlab.Op{netlab.OpList, netlab.OpRetr, netlab.OpStor} {

@@ -63,7 +63,9 @@ var iptablesChains = []string{"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTR
 // nativeFirewall picks, from a listing of chains, the first table (inet
 // first, then ip, then ip6; then by name) that is neither iptables-nft's
 // nor ftpgate's own and has a filter base chain with policy drop on the
-// input or forward hook.
+// input or forward hook. firewalld's table inet firewalld counts too: its
+// base chains have policy accept but end in a reject of what its zones do
+// not allow.
 func nativeFirewall(chains []chainInfo) (NativeFirewall, bool) {
 	type key struct {
 		family nftables.TableFamily
@@ -72,7 +74,7 @@ func nativeFirewall(chains []chainInfo) (NativeFirewall, bool) {
 	found := map[key][]string{}
 	for _, c := range chains {
 		switch {
-		case c.hook == nil || !c.drop:
+		case c.hook == nil || !c.drop && !(c.family == nftables.TableFamilyINet && c.table == "firewalld"):
 			continue
 		case *c.hook != *nftables.ChainHookInput && *c.hook != *nftables.ChainHookForward:
 			continue

@@ -30,10 +30,11 @@ func TestNativeFirewall(t *testing.T) {
 			chainInfo{nftables.TableFamilyINet, "filter", "forward", fwd, true},
 			chainInfo{nftables.TableFamilyINet, "filter", "output", out, false}),
 			NativeFirewall{Table: "inet filter", Chains: []string{"forward", "input"}}, true},
-		{"firewalld, and an ip table", []chainInfo{
+		{"firewalld (policy accept, a reject last), and an ip table", []chainInfo{
 			{nftables.TableFamilyIPv4, "aaa", "in", in, true},
-			{nftables.TableFamilyINet, "firewalld", "filter_INPUT", in, true},
-			{nftables.TableFamilyINet, "firewalld", "filter_FORWARD", fwd, true}},
+			{nftables.TableFamilyINet, "firewalld", "filter_INPUT", in, false},
+			{nftables.TableFamilyINet, "firewalld", "filter_FORWARD", fwd, false},
+			{nftables.TableFamilyINet, "firewalld", "filter_OUTPUT", out, false}},
 			NativeFirewall{Table: "inet firewalld", Chains: []string{"filter_FORWARD", "filter_INPUT"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
