@@ -25,7 +25,9 @@ type metrics struct {
 	active     prometheus.Gauge
 	errors     *prometheus.CounterVec
 	conflicts  prometheus.Counter
-	repairs    prometheus.Counter
+	// repairs is by backend label: the iptables backend inside Netlink
+	// counts as "iptables" once Netlink fell back to it.
+	repairs *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics of backend ("iptables", "netlink" or
@@ -37,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, backend string) (*metrics, error) {
 		Help: "Times ftpgate found its chains, jumps, sets or tables removed by someone else (a firewall reload) and reinstalled them with the open pinholes.",
 	}, []string{"backend"})
 	m := &metrics{
-		repairs: repairs.WithLabelValues(backend),
+		repairs: repairs,
 		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ftpgate_pinhole_op_duration_seconds",
 			Help: "Time to open or close one pinhole in the firewall, waiting for the lock included.",
@@ -59,6 +61,7 @@ func newMetrics(reg prometheus.Registerer, backend string) (*metrics, error) {
 			Help: "Pinholes refused because another open one diverts the same connections elsewhere.",
 		}),
 	}
+	repairs.WithLabelValues(backend) // at 0 from the start
 	if err := register(reg, "pinhole", m.opDuration, m.active, m.errors, m.conflicts, repairs); err != nil {
 		return nil, err
 	}

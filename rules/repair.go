@@ -22,7 +22,7 @@ const repairCheckInterval = time.Second
 // repairLog logs a repair at WARN (or, if some pinholes could not be
 // re-added, with the error too) and counts it.
 func repairLog(log *slog.Logger, m *metrics, backend string, missing []string, restored, open int, err error) {
-	m.repairs.Inc()
+	m.repairs.WithLabelValues(backend).Inc()
 	args := []any{"backend", backend, "missing", strings.Join(missing, ", "),
 		"pinholes_restored", restored, "pinholes_open", open}
 	if err != nil {

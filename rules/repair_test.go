@@ -2,12 +2,14 @@ package rules
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // repairs returns ftpgate_firewall_repairs_total{backend} on reg.
@@ -91,5 +93,22 @@ func (fb *fakeBackend) mustLock(t *testing.T) {
 	t.Helper()
 	if err := fb.lock(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRepairLabelAfterFallback: the iptables backend inside Netlink counts
+// its repairs as "iptables" once Netlink has fallen back to it (its
+// metrics were made with the label "netlink").
+func TestRepairLabelAfterFallback(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg, "netlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repairLog(slog.New(slog.DiscardHandler), m, "iptables", []string{"IPv4 filter/INPUT -> FTPGATE-INPUT"}, 0, 0, nil)
+	for backend, want := range map[string]float64{"iptables": 1, "netlink": 0} {
+		if got := testutil.ToFloat64(m.repairs.WithLabelValues(backend)); got != want {
+			t.Errorf(`ftpgate_firewall_repairs_total{backend=%q} = %v, want %v`, backend, got, want)
+		}
 	}
 }
