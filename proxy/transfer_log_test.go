@@ -57,6 +57,9 @@ func TestTransferLine(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("%d transfer records, want %d: %+v", len(got), len(want), got)
 	}
+	// A record comes once its data connection has ended and its reply
+	// was sent: not always in the order of the commands.
+	slices.SortFunc(got, func(a, b Transfer) int { return a.Start.Compare(b.Start) })
 	for i, w := range want {
 		g := got[i]
 		if g.Command != w.Command || g.Path != w.Path || g.Direction != w.Direction || g.Mode != w.Mode ||

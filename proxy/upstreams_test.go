@@ -120,7 +120,7 @@ func TestUpstreamProxyProtocol(t *testing.T) {
 			})
 			c := h.dial()
 			c.expect(220)
-			c.cmd("QUIT", 221)
+			c.quit()
 			h.sessionsEnded()
 			hdr := <-headers
 			if hdr == nil {
