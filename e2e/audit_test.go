@@ -140,9 +140,16 @@ func TestUpstreamFailover(t *testing.T) {
 // 127.0.0.1:9121, in the gateway namespace) answers now.
 func gatewayMetrics(t *testing.T) string {
 	t.Helper()
-	out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9121/metrics")
+	return metricsOn(t, net4, "127.0.0.1:9121")
+}
+
+// metricsOn is what the /metrics of the ftpgate listening at addr in nw's
+// gateway namespace answers now.
+func metricsOn(t *testing.T, nw *netlab.Network, addr string) string {
+	t.Helper()
+	out, err := nw.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://"+addr+"/metrics")
 	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
+		t.Fatalf("GET %s/metrics: %v", addr, err)
 	}
 	return out
 }

@@ -25,14 +25,7 @@ import (
 // chain, jumps and the waiting pinhole back, counts one repair, and the
 // RETR completes.
 func TestFirewalld(t *testing.T) {
-	h, err := netlab.NewHomeRouter("iptables", portSame)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
-		t.Fatal(err)
-	}
+	h := nftGateway(t, "", portSame) // firewalld makes the ruleset
 	dir := t.TempDir()
 	bus := filepath.Join(dir, "system_bus_socket")
 	busConf := fmt.Sprintf(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -119,11 +112,7 @@ firewall: {backend: auto, pinhole_ttl: 30s}
 	firewallCmd("--reload")
 	openControl() // a reload drops runtime settings
 	waitLog(t, gw, "firewall rules of ftpgate were removed by someone else: reinstalled", 1)
-	out, err := h.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9131/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	if v, ok := seriesIn(out, `ftpgate_firewall_repairs_total{backend="nftables"}`); !ok || v < 1 {
+	if v, ok := seriesIn(metricsOn(t, h, "127.0.0.1:9131"), `ftpgate_firewall_repairs_total{backend="nftables"}`); !ok || v < 1 {
 		t.Errorf("ftpgate_firewall_repairs_total = %v (found %v), want at least 1 after firewall-cmd --reload", v, ok)
 	}
 	paused.Resume(t)

@@ -18,17 +18,7 @@ import (
 // it picks an iptables-based backend and says so too.
 func TestNftablesAuto(t *testing.T) {
 	t.Run("native", func(t *testing.T) {
-		h, err := netlab.NewHomeRouter("iptables", portSame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
-			t.Fatal(err)
-		}
-		if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
-			t.Fatalf("loading the native firewall: %v: %s", err, stderr)
-		}
+		h := nftGateway(t, nativeFirewall, portSame)
 		loaded := listFilter(t, h)
 		config := `
 listeners:

@@ -63,14 +63,7 @@ func TestNftablesBackend(t *testing.T) {
 		{"sets", "{table: inet filter, attach: sets}"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			// The gateway's iptables-nft rules go with the ruleset; no
-			// iptables table is left to accept anything.
-			if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
-				t.Fatal(err)
-			}
-			if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
-				t.Fatalf("loading the native firewall: %v: %s", err, stderr)
-			}
+			loadRuleset(t, h, nativeFirewall)
 			loaded := listFilter(t, h)
 			config := `
 listeners:
@@ -149,6 +142,35 @@ firewall: {backend: nftables, pinhole_ttl: 10s, nftables: ` + mode.nftables + `}
 	}
 }
 
+// nftGateway is a home-router network of the test's own, closed when the
+// test ends, whose gateway's firewall is ruleset alone (loadRuleset).
+func nftGateway(t *testing.T, ruleset string, ports ...int) *netlab.Network {
+	t.Helper()
+	h, err := netlab.NewHomeRouter("iptables", ports...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	loadRuleset(t, h, ruleset)
+	return h
+}
+
+// loadRuleset replaces the gateway's whole nftables ruleset by ruleset
+// (empty: none), as `nft -f` of an operator's file does: the iptables-nft
+// rules go with it, so no iptables table is left to accept anything.
+func loadRuleset(t *testing.T, h *netlab.Network, ruleset string) {
+	t.Helper()
+	if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
+	}
+	if ruleset == "" {
+		return
+	}
+	if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(ruleset), "nft", "-f", "-"); err != nil {
+		t.Fatalf("loading the gateway's ruleset: %v: %s", err, stderr)
+	}
+}
+
 // listFilter returns the gateway's `nft list table inet filter`, with the
 // sets' elements left out: an element that expires between two listings
 // is no change of the operator's.
@@ -167,17 +189,7 @@ func listFilter(t *testing.T, h *netlab.Network) string {
 // iptables rules matching ipsets) opens its pinholes, and the native
 // table's policy drops the data connection all the same.
 func TestNftablesNativeOtherBackendsFail(t *testing.T) {
-	h, err := netlab.NewHomeRouter("iptables", portSame)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
-		t.Fatal(err)
-	}
-	if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
-		t.Fatalf("loading the native firewall: %v: %s", err, stderr)
-	}
+	h := nftGateway(t, nativeFirewall, portSame)
 	config := `
 listeners:
   - name: same

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ftpgate/ftpgate/e2e/netlab"
 )
 
 // TestFirewallReload (issue 15): between PASV and the data connection,
@@ -49,12 +47,8 @@ func TestFirewallReload(t *testing.T) {
 		}
 
 		waitLog(t, gw, "firewall rules of ftpgate were removed by someone else: reinstalled", 1)
-		out, err := net4.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9131/metrics")
-		if err != nil {
-			t.Fatalf("GET /metrics: %v", err)
-		}
 		series := `ftpgate_firewall_repairs_total{backend="` + backend + `"}`
-		if v, ok := seriesIn(out, series); !ok || v != 1 {
+		if v, ok := seriesIn(metricsOn(t, net4, "127.0.0.1:9131"), series); !ok || v != 1 {
 			t.Errorf("%s = %v (found %v), want 1", series, v, ok)
 		}
 		c.Resume(t) // connects to the data port, RETR, checks the file
@@ -70,21 +64,7 @@ func TestFirewallReload(t *testing.T) {
 // chain, jumps, sets and NAT tables back with the waiting pinhole, counts
 // one repair, and the RETR completes.
 func TestFirewallReloadNftables(t *testing.T) {
-	h, err := netlab.NewHomeRouter("iptables", portSame)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	loadNative := func() {
-		t.Helper()
-		if _, err := h.Gateway.Run("nft", "flush", "ruleset"); err != nil {
-			t.Fatal(err)
-		}
-		if _, stderr, err := h.Gateway.Exec(30*time.Second, []byte(nativeFirewall), "nft", "-f", "-"); err != nil {
-			t.Fatalf("loading the native firewall: %v: %s", err, stderr)
-		}
-	}
-	loadNative()
+	h := nftGateway(t, nativeFirewall, portSame)
 	config := `
 listeners:
   - name: same
@@ -104,17 +84,13 @@ firewall: {backend: nftables, pinhole_ttl: 30s, nftables: {table: inet filter, c
 	c := startPausedOn(t, h, portSame)
 	waitLog(t, gw, "pinhole opened", 1)
 
-	loadNative() // the reload: ftpgate's chain, jumps and sets are gone
+	loadRuleset(t, h, nativeFirewall) // the reload: ftpgate's chain, jumps and sets are gone
 	if out, err := h.Gateway.Run("nft", "list", "ruleset"); err != nil || strings.Contains(out, "FTPGATE") {
 		t.Fatalf("after the reload the ruleset still names FTPGATE (err %v):\n%s", err, out)
 	}
 	waitLog(t, gw, "firewall rules of ftpgate were removed by someone else: reinstalled", 1)
-	out, err := h.Gateway.Run("curl", "-sS", "--fail", "--max-time", "10", "http://127.0.0.1:9131/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
 	series := `ftpgate_firewall_repairs_total{backend="nftables"}`
-	if v, ok := seriesIn(out, series); !ok || v != 1 {
+	if v, ok := seriesIn(metricsOn(t, h, "127.0.0.1:9131"), series); !ok || v != 1 {
 		t.Errorf("%s = %v (found %v), want 1", series, v, ok)
 	}
 	c.Resume(t) // connects to the data port, RETR, checks the file
